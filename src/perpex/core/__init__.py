@@ -1,0 +1,1 @@
+"""The pure, deterministic core of perpex: no clock, no environment, no I/O, no global random."""

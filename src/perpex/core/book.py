@@ -1,0 +1,288 @@
+"""The limit order book of one market: price levels with FIFO queues, price-time priority.
+
+Units: prices in ticks, sizes in lots. Sides are +1 (bid, buy) and -1 (ask, sell).
+
+Levels are insertion-ordered dicts (order id -> order), so the head of the queue is the first
+key and cancel is an O(1) delete. The occupied prices of each side are kept in a sorted list
+whose *last* element is the best price (bids ascending, asks stored negated), so consuming the
+best level is an O(1) pop and adding a level is a bisect into a short list.
+
+`ReferenceBook` in tests/ is the naive twin; one test suite and a differential property test
+hold the two equal.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from typing import Final
+
+BUY: Final = 1
+SELL: Final = -1
+
+
+class RestingOrder:
+    """What the book needs to know about an order. The engine's `Order` extends it."""
+
+    __slots__ = ("account", "order_id", "price_ticks", "remaining_lots", "side")
+
+    def __init__(
+        self, order_id: int, account: str, side: int, price_ticks: int, remaining_lots: int
+    ) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.side = side
+        self.price_ticks = price_ticks
+        self.remaining_lots = remaining_lots
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(id={self.order_id}, {self.account}, side={self.side}, "
+            f"{self.remaining_lots}@{self.price_ticks})"
+        )
+
+
+class Level:
+    __slots__ = ("orders", "total_lots")
+
+    def __init__(self) -> None:
+        self.orders: dict[int, RestingOrder] = {}
+        self.total_lots = 0
+
+
+# A fill as the book reports it: (maker order, lots, price in ticks). The maker's
+# remaining_lots is already reduced; a maker with nothing left is already off the book.
+Fill = tuple[RestingOrder, int, int]
+
+
+class MatchResult:
+    __slots__ = ("filled_lots", "fills", "self_trade")
+
+    def __init__(self, fills: list[Fill], filled_lots: int, self_trade: bool) -> None:
+        self.fills = fills
+        self.filled_lots = filled_lots
+        self.self_trade = self_trade  # stopped at the taker's own resting order
+
+
+class OrderBook:
+    """Price-time priority book. Matching never fails: the engine checks everything first."""
+
+    __slots__ = ("_ask_keys", "_asks", "_bid_keys", "_bids", "_orders")
+
+    def __init__(self) -> None:
+        self._bids: dict[int, Level] = {}
+        self._asks: dict[int, Level] = {}
+        self._bid_keys: list[int] = []  # ascending prices; best bid last
+        self._ask_keys: list[int] = []  # ascending negated prices; best ask last
+        self._orders: dict[int, RestingOrder] = {}
+
+    # -- queries ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def __contains__(self, order_id: int) -> bool:
+        return order_id in self._orders
+
+    def get(self, order_id: int) -> RestingOrder | None:
+        return self._orders.get(order_id)
+
+    def orders(self) -> Iterator[RestingOrder]:
+        """Every resting order, bids best first then asks best first, FIFO within a level."""
+        for price in reversed(self._bid_keys):
+            yield from self._bids[price].orders.values()
+        for key in reversed(self._ask_keys):
+            yield from self._asks[-key].orders.values()
+
+    def best_bid(self) -> int | None:
+        return self._bid_keys[-1] if self._bid_keys else None
+
+    def best_ask(self) -> int | None:
+        return -self._ask_keys[-1] if self._ask_keys else None
+
+    def depth(self, levels: int = 20) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """L2 view: ([(bid price, lots)], [(ask price, lots)]), best first."""
+        if levels <= 0:  # keys[-0:] would be the whole side, not none of it
+            return [], []
+        bids = [(p, self._bids[p].total_lots) for p in reversed(self._bid_keys[-levels:])]
+        asks = [(-k, self._asks[-k].total_lots) for k in reversed(self._ask_keys[-levels:])]
+        return bids, asks
+
+    def crosses(self, side: int, price_ticks: int) -> bool:
+        """Would a limit order at this price take liquidity?"""
+        if side == BUY:
+            return bool(self._ask_keys) and -self._ask_keys[-1] <= price_ticks
+        return bool(self._bid_keys) and self._bid_keys[-1] >= price_ticks
+
+    def walk(
+        self, side: int, limit_ticks: int, qty_lots: int, account: str | None = None
+    ) -> tuple[int, int]:
+        """Read-only: (lots fillable, sum of price x lots) for a taker, as `match` would fill.
+
+        Stops at the limit price and, when `account` is given, at that account's own order
+        (self-trade prevention expires the taker there).
+        """
+        if side == BUY:
+            keys, levels, sign = self._ask_keys, self._asks, -1
+        else:
+            keys, levels, sign = self._bid_keys, self._bids, 1
+        left = qty_lots
+        cost = 0
+        for i in range(len(keys) - 1, -1, -1):
+            price = sign * keys[i]
+            if (price > limit_ticks) if side == BUY else (price < limit_ticks):
+                break
+            level = levels[price]
+            if account is None:
+                take = min(left, level.total_lots)
+                left -= take
+                cost += take * price
+            else:
+                for o in level.orders.values():
+                    if o.account == account:
+                        return qty_lots - left, cost
+                    take = min(left, o.remaining_lots)
+                    left -= take
+                    cost += take * price
+                    if not left:
+                        break
+            if not left:
+                break
+        return qty_lots - left, cost
+
+    # -- mutations --------------------------------------------------------------------------
+    def add(self, order: RestingOrder) -> None:
+        """Rest an order at the back of its price level. The caller ensures it does not cross."""
+        assert order.order_id not in self._orders, "duplicate order id"
+        assert order.remaining_lots > 0
+        price = order.price_ticks
+        if order.side == BUY:
+            level = self._bids.get(price)
+            if level is None:
+                level = self._bids[price] = Level()
+                bisect.insort(self._bid_keys, price)
+        else:
+            level = self._asks.get(price)
+            if level is None:
+                level = self._asks[price] = Level()
+                bisect.insort(self._ask_keys, -price)
+        level.orders[order.order_id] = order
+        level.total_lots += order.remaining_lots
+        self._orders[order.order_id] = order
+
+    def cancel(self, order_id: int) -> RestingOrder | None:
+        """Remove an order; None if it is not resting. O(1) unless its level empties."""
+        order = self._orders.pop(order_id, None)
+        if order is None:
+            return None
+        price = order.price_ticks
+        if order.side == BUY:
+            level = self._bids[price]
+            del level.orders[order_id]
+            level.total_lots -= order.remaining_lots
+            if not level.orders:
+                del self._bids[price]
+                self._remove_key(self._bid_keys, price)
+        else:
+            level = self._asks[price]
+            del level.orders[order_id]
+            level.total_lots -= order.remaining_lots
+            if not level.orders:
+                del self._asks[price]
+                self._remove_key(self._ask_keys, -price)
+        return order
+
+    def reduce(self, order_id: int, lots: int) -> None:
+        """Shrink a resting order in place (keeps its queue position); removes it at zero."""
+        order = self._orders[order_id]
+        assert 0 < lots <= order.remaining_lots
+        if lots == order.remaining_lots:
+            self.cancel(order_id)
+            order.remaining_lots = 0
+            return
+        levels = self._bids if order.side == BUY else self._asks
+        levels[order.price_ticks].total_lots -= lots
+        order.remaining_lots -= lots
+
+    @staticmethod
+    def _remove_key(keys: list[int], key: int) -> None:
+        if keys[-1] == key:  # the common case: the best level emptied
+            keys.pop()
+        else:
+            del keys[bisect.bisect_left(keys, key)]
+
+    def match(
+        self, side: int, limit_ticks: int, qty_lots: int, account: str | None = None
+    ) -> MatchResult:
+        """Take liquidity for a taker up to `qty_lots` at prices no worse than `limit_ticks`.
+
+        Fills at the makers' prices, best price first, FIFO within a price. With `account`
+        set, matching stops at the first resting order of that account (expire-taker STP).
+        """
+        if side == BUY:
+            keys, levels, sign = self._ask_keys, self._asks, -1
+        else:
+            keys, levels, sign = self._bid_keys, self._bids, 1
+        orders = self._orders
+        fills: list[Fill] = []
+        left = qty_lots
+        self_trade = False
+        while left and keys:
+            price = sign * keys[-1]
+            if (price > limit_ticks) if side == BUY else (price < limit_ticks):
+                break
+            level = levels[price]
+            queue = level.orders
+            while left:
+                maker = next(iter(queue.values()))
+                if maker.account == account:
+                    self_trade = True
+                    break
+                take = maker.remaining_lots
+                if take > left:
+                    take = left
+                    maker.remaining_lots -= take
+                    level.total_lots -= take
+                    fills.append((maker, take, price))
+                    left = 0
+                    break
+                # the maker is filled completely
+                del queue[maker.order_id]
+                del orders[maker.order_id]
+                maker.remaining_lots = 0
+                level.total_lots -= take
+                left -= take
+                fills.append((maker, take, price))
+                if not queue:
+                    del levels[price]
+                    keys.pop()
+                    break
+            if self_trade:
+                break
+        return MatchResult(fills, qty_lots - left, self_trade)
+
+    # -- checking ---------------------------------------------------------------------------
+    def validate_internal_state(self) -> None:
+        """Recompute every cached figure; raise AssertionError on the first disagreement."""
+        seen: set[int] = set()
+        for levels, keys, side, sign in (
+            (self._bids, self._bid_keys, BUY, 1),
+            (self._asks, self._ask_keys, SELL, -1),
+        ):
+            assert keys == sorted(keys), "price keys out of order"
+            assert len(set(keys)) == len(keys), "duplicate price key"
+            assert sorted(sign * k for k in keys) == sorted(levels), "keys differ from levels"
+            for price, level in levels.items():
+                assert level.orders, f"empty level at {price}"
+                total = 0
+                for oid, o in level.orders.items():
+                    assert o.order_id == oid and o.side == side and o.price_ticks == price
+                    assert o.remaining_lots > 0, f"order {oid} rests with nothing left"
+                    assert self._orders.get(oid) is o, f"order {oid} missing from the index"
+                    total += o.remaining_lots
+                    seen.add(oid)
+                assert total == level.total_lots, (
+                    f"level {price} total {level.total_lots} != {total}"
+                )
+        assert seen == set(self._orders), "index holds orders that are not on a level"
+        bid, ask = self.best_bid(), self.best_ask()
+        assert bid is None or ask is None or bid < ask, f"crossed book {bid} >= {ask}"

@@ -1,0 +1,1056 @@
+"""The engine: owns the exchange state, applies one command at a time, emits events.
+
+Units: prices in ticks, sizes in lots, money in atoms, rates in ppm. `Engine.apply(command)`
+is the only way state changes. Every handler validates and plans first and mutates only once
+nothing can fail any more (a refusal is an `OrderRejected`/`RequestRejected` event and changes
+nothing, not even an id counter). The engine reads no clock, no environment and no random
+source: the same commands give the same events and the same `state_hash()` in every process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
+from typing import Any, Final
+
+import msgspec
+
+from perpex.core.book import BUY, SELL, OrderBook, RestingOrder
+from perpex.core.ledger import Bucket, Ledger
+from perpex.core.markets import BracketSpec, MarketSpec
+from perpex.core.messages import (
+    AdjustIsolatedMargin,
+    AdvanceClock,
+    CancelOrder,
+    ClockAdvanced,
+    Command,
+    Deposit,
+    Deposited,
+    EndReason,
+    Event,
+    IndexUpdated,
+    IsolatedMarginChanged,
+    LeverageChanged,
+    MarginModeChanged,
+    OrderAccepted,
+    OrderCanceled,
+    OrderRejected,
+    OrderType,
+    PlaceOrder,
+    PositionChanged,
+    Reason,
+    RequestRejected,
+    SetLeverage,
+    SetMarginMode,
+    TimeInForce,
+    TradeExecuted,
+    UpdateIndex,
+    Withdraw,
+    Withdrawn,
+)
+from perpex.core.units import PPM, Rounding, div
+
+# Limits (every loop and collection has one).
+MAX_ACCOUNTS: Final = 10_000_000
+MAX_ACCOUNT_NAME: Final = 64
+MAX_CLIENT_ORDER_ID: Final = 36
+MAX_AMOUNT_ATOMS: Final = 2**62  # no single deposit, withdrawal or transfer is larger
+
+_CEIL = Rounding.CEIL
+_FLOOR = Rounding.FLOOR
+
+
+class EngineError(Exception):
+    """A command the engine cannot even represent (a bug at the edge, not a user mistake)."""
+
+
+class Order(RestingOrder):
+    """An open order: what the book sees plus what the account needs."""
+
+    __slots__ = (
+        "client_order_id",
+        "filled_lots",
+        "filled_quote_ticks",
+        "order_type",
+        "qty_lots",
+        "reduce_only",
+        "reserved_atoms",
+        "symbol",
+        "time_in_force",
+    )
+
+    def __init__(
+        self,
+        order_id: int,
+        account: str,
+        symbol: str,
+        side: int,
+        order_type: OrderType,
+        time_in_force: TimeInForce,
+        price_ticks: int,
+        qty_lots: int,
+        reduce_only: bool,
+        client_order_id: str | None,
+        reserved_atoms: int,
+    ) -> None:
+        super().__init__(order_id, account, side, price_ticks, qty_lots)
+        self.symbol = symbol
+        self.order_type = order_type
+        self.time_in_force = time_in_force
+        self.qty_lots = qty_lots
+        self.reduce_only = reduce_only
+        self.client_order_id = client_order_id
+        self.reserved_atoms = reserved_atoms
+        self.filled_lots = 0
+        self.filled_quote_ticks = 0  # sum of price x lots of the fills, for the average price
+
+
+class Position:
+    """One (account, symbol): settings, the netted position and its open orders."""
+
+    __slots__ = (
+        "cost_atoms",
+        "isolated",
+        "leverage",
+        "margin",
+        "open_buy_lots",
+        "open_orders",
+        "open_sell_lots",
+        "reduce_only_count",
+        "size_lots",
+        "symbol",
+    )
+
+    def __init__(self, account: str, symbol: str, leverage: int) -> None:
+        self.symbol = symbol
+        self.leverage = leverage
+        self.isolated = False
+        self.size_lots = 0  # signed: > 0 long, < 0 short
+        self.cost_atoms = 0  # signed cost basis: uPnL = size x mark - cost
+        self.margin = Bucket(f"{account}/{symbol}")  # isolated margin (0 in cross mode)
+        self.open_orders: dict[int, Order] = {}
+        self.open_buy_lots = 0
+        self.open_sell_lots = 0
+        self.reduce_only_count = 0
+
+    def is_default(self, default_leverage: int) -> bool:
+        return (
+            not self.size_lots
+            and not self.open_orders
+            and not self.isolated
+            and self.leverage == default_leverage
+            and not self.margin.balance
+            and not self.cost_atoms
+        )
+
+
+class Account:
+    __slots__ = ("client_ids", "name", "orders", "positions", "reserved_atoms", "wallet")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.wallet = Bucket(name)  # the cross wallet balance
+        self.positions: dict[str, Position] = {}
+        self.orders: dict[int, Order] = {}
+        self.client_ids: dict[str, int] = {}
+        self.reserved_atoms = 0  # initial margin held for open orders (sum over orders)
+
+
+class MarketState:
+    __slots__ = ("book", "index_ticks", "last_trade_ticks", "mark_ticks", "spec")
+
+    def __init__(self, spec: MarketSpec) -> None:
+        self.spec = spec
+        self.book = OrderBook()
+        self.index_ticks = 0  # 0 until the first oracle tick
+        self.mark_ticks = 0
+        self.last_trade_ticks = 0
+
+
+class AccountFigures(msgspec.Struct, frozen=True):
+    """Binance's account figures, in atoms (see `Engine.account_figures`)."""
+
+    wallet_atoms: int  # cross wallet + isolated margins
+    cross_wallet_atoms: int
+    unrealized_pnl_atoms: int  # all positions
+    cross_unrealized_pnl_atoms: int
+    margin_balance_atoms: int  # wallet + uPnL
+    maintenance_margin_atoms: int  # all positions
+    position_initial_margin_atoms: int  # all positions, at mark
+    open_order_margin_atoms: int
+    available_atoms: int  # cross wallet + cross uPnL - cross IM - order margin
+    max_withdraw_atoms: int
+
+
+class Engine:
+    """Single-writer state machine over a fixed set of markets."""
+
+    def __init__(self, markets: Sequence[MarketSpec], mark_mode: str = "index") -> None:
+        if mark_mode != "index":
+            raise EngineError(f"mark_mode {mark_mode!r} is not supported (only 'index')")
+        self.mark_mode = mark_mode
+        self.markets: dict[str, MarketState] = {}
+        for spec in markets:
+            if spec.symbol in self.markets:
+                raise EngineError(f"market {spec.symbol} listed twice")
+            self.markets[spec.symbol] = MarketState(spec)
+        self.accounts: dict[str, Account] = {}
+        self.ledger = Ledger()
+        self.clock_ns = 0
+        self.next_order_id = 1
+        self.next_trade_id = 1
+        self._handlers: dict[type[Command], Callable[[Any], list[Event]]] = {
+            PlaceOrder: self._place_order,
+            CancelOrder: self._cancel_order,
+            Deposit: self._deposit,
+            Withdraw: self._withdraw,
+            SetLeverage: self._set_leverage,
+            SetMarginMode: self._set_margin_mode,
+            AdjustIsolatedMargin: self._adjust_isolated_margin,
+            UpdateIndex: self._update_index,
+            AdvanceClock: self._advance_clock,
+        }
+
+    # == dispatch =============================================================================
+    def apply(self, command: Command) -> list[Event]:
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            raise EngineError(f"unknown command {command!r}")
+        return handler(command)
+
+    def apply_all(self, commands: Iterable[Command]) -> list[Event]:
+        events: list[Event] = []
+        for command in commands:
+            events.extend(self.apply(command))
+        return events
+
+    # == reads ================================================================================
+    def market(self, symbol: str) -> MarketState:
+        return self.markets[symbol]
+
+    def position_of(self, account: str, symbol: str) -> Position | None:
+        acct = self.accounts.get(account)
+        return None if acct is None else acct.positions.get(symbol)
+
+    def settings_of(self, account: str, symbol: str) -> tuple[int, bool]:
+        """(leverage, isolated) in force for the pair, defaults when never set."""
+        pos = self.position_of(account, symbol)
+        if pos is None:
+            return self.markets[symbol].spec.default_leverage, False
+        return pos.leverage, pos.isolated
+
+    def _cross_sums(self, acct: Account) -> tuple[int, int, int]:
+        """(uPnL, IM at mark, MM) of the account's cross positions."""
+        upnl = im = mm = 0
+        for pos in acct.positions.values():
+            if not pos.size_lots or pos.isolated:
+                continue
+            spec, mark = self._spec_mark(pos.symbol)
+            notional = abs(pos.size_lots) * mark * spec.atoms_per_tick_lot
+            upnl += pos.size_lots * mark * spec.atoms_per_tick_lot - pos.cost_atoms
+            im += div(notional, pos.leverage, _CEIL)
+            mm += spec.maintenance_margin_atoms(notional)
+        return upnl, im, mm
+
+    def _spec_mark(self, symbol: str) -> tuple[MarketSpec, int]:
+        m = self.markets[symbol]
+        return m.spec, m.mark_ticks
+
+    def available_atoms(self, acct: Account) -> int:
+        upnl, im, _ = self._cross_sums(acct)
+        return acct.wallet.balance + upnl - im - acct.reserved_atoms
+
+    def account_figures(self, name: str) -> AccountFigures:
+        acct = self.accounts.get(name) or Account(name)
+        cross_upnl, cross_im, cross_mm = self._cross_sums(acct)
+        upnl, im, mm, iso_wallet = cross_upnl, cross_im, cross_mm, 0
+        for pos in acct.positions.values():
+            iso_wallet += pos.margin.balance
+            if not pos.size_lots or not pos.isolated:
+                continue
+            spec, mark = self._spec_mark(pos.symbol)
+            notional = abs(pos.size_lots) * mark * spec.atoms_per_tick_lot
+            upnl += pos.size_lots * mark * spec.atoms_per_tick_lot - pos.cost_atoms
+            im += div(notional, pos.leverage, _CEIL)
+            mm += spec.maintenance_margin_atoms(notional)
+        available = acct.wallet.balance + cross_upnl - cross_im - acct.reserved_atoms
+        wallet = acct.wallet.balance + iso_wallet
+        return AccountFigures(
+            wallet_atoms=wallet,
+            cross_wallet_atoms=acct.wallet.balance,
+            unrealized_pnl_atoms=upnl,
+            cross_unrealized_pnl_atoms=cross_upnl,
+            margin_balance_atoms=wallet + upnl,
+            maintenance_margin_atoms=mm,
+            position_initial_margin_atoms=im,
+            open_order_margin_atoms=acct.reserved_atoms,
+            available_atoms=available,
+            max_withdraw_atoms=max(0, min(available, available - cross_upnl)),
+        )
+
+    # == simple commands ======================================================================
+    def _account_for_write(self, name: str) -> Account:
+        acct = self.accounts.get(name)
+        if acct is None:
+            if len(self.accounts) >= MAX_ACCOUNTS:
+                raise EngineError("account limit reached")
+            acct = self.accounts[name] = Account(name)
+        return acct
+
+    def _position_for_write(self, acct: Account, symbol: str) -> Position:
+        pos = acct.positions.get(symbol)
+        if pos is None:
+            spec = self.markets[symbol].spec
+            pos = acct.positions[symbol] = Position(acct.name, symbol, spec.default_leverage)
+        return pos
+
+    @staticmethod
+    def _valid_name(name: str) -> bool:
+        return isinstance(name, str) and 0 < len(name) <= MAX_ACCOUNT_NAME
+
+    def _deposit(self, cmd: Deposit) -> list[Event]:
+        if not self._valid_name(cmd.account):
+            return [RequestRejected(str(cmd.account), "", Reason.UNKNOWN_ACCOUNT)]
+        if not 0 < cmd.amount_atoms <= MAX_AMOUNT_ATOMS:
+            return [RequestRejected(cmd.account, "", Reason.INVALID_AMOUNT)]
+        acct = self._account_for_write(cmd.account)
+        self.ledger.transfer(self.ledger.external, acct.wallet, cmd.amount_atoms)
+        return [Deposited(cmd.account, cmd.amount_atoms, acct.wallet.balance)]
+
+    def _withdraw(self, cmd: Withdraw) -> list[Event]:
+        acct = self.accounts.get(cmd.account)
+        if acct is None:
+            return [RequestRejected(cmd.account, "", Reason.INSUFFICIENT_BALANCE)]
+        if not 0 < cmd.amount_atoms <= MAX_AMOUNT_ATOMS:
+            return [RequestRejected(cmd.account, "", Reason.INVALID_AMOUNT)]
+        upnl, im, _ = self._cross_sums(acct)
+        available = acct.wallet.balance + upnl - im - acct.reserved_atoms
+        # Unrealized profit counts as margin but cannot leave the exchange before it is realized.
+        if cmd.amount_atoms > min(available, available - upnl):
+            return [RequestRejected(cmd.account, "", Reason.INSUFFICIENT_BALANCE)]
+        self.ledger.transfer(acct.wallet, self.ledger.external, cmd.amount_atoms)
+        return [Withdrawn(cmd.account, cmd.amount_atoms, acct.wallet.balance)]
+
+    def _set_leverage(self, cmd: SetLeverage) -> list[Event]:
+        market = self.markets.get(cmd.symbol)
+        if market is None:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_SYMBOL)]
+        if not self._valid_name(cmd.account):
+            return [RequestRejected(str(cmd.account), cmd.symbol, Reason.UNKNOWN_ACCOUNT)]
+        spec = market.spec
+        if not 1 <= cmd.leverage <= spec.max_leverage:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.INVALID_LEVERAGE)]
+        pos = self.position_of(cmd.account, cmd.symbol)
+        if pos is not None:
+            exposure_lots = max(
+                pos.size_lots + pos.open_buy_lots, -pos.size_lots + pos.open_sell_lots, 0
+            )
+            price = max(market.mark_ticks, 1)
+            notional = exposure_lots * price * spec.atoms_per_tick_lot
+            if notional > spec.max_notional_atoms_at(cmd.leverage):
+                return [RequestRejected(cmd.account, cmd.symbol, Reason.POSITION_OVER_LEVERAGE_CAP)]
+        acct = self._account_for_write(cmd.account)
+        self._position_for_write(acct, cmd.symbol).leverage = cmd.leverage
+        return [LeverageChanged(cmd.account, cmd.symbol, cmd.leverage)]
+
+    def _set_margin_mode(self, cmd: SetMarginMode) -> list[Event]:
+        if cmd.symbol not in self.markets:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_SYMBOL)]
+        if not self._valid_name(cmd.account):
+            return [RequestRejected(str(cmd.account), cmd.symbol, Reason.UNKNOWN_ACCOUNT)]
+        pos = self.position_of(cmd.account, cmd.symbol)
+        current = pos.isolated if pos is not None else False
+        if current == cmd.isolated:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.MARGIN_TYPE_UNCHANGED)]
+        if pos is not None and pos.open_orders:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.MARGIN_TYPE_OPEN_ORDERS)]
+        if pos is not None and pos.size_lots:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.MARGIN_TYPE_POSITION)]
+        acct = self._account_for_write(cmd.account)
+        pos = self._position_for_write(acct, cmd.symbol)
+        if pos.margin.balance:  # leftover isolated margin (e.g. rounding) goes home
+            self.ledger.transfer(pos.margin, acct.wallet, pos.margin.balance)
+        pos.isolated = cmd.isolated
+        return [MarginModeChanged(cmd.account, cmd.symbol, cmd.isolated)]
+
+    def _adjust_isolated_margin(self, cmd: AdjustIsolatedMargin) -> list[Event]:
+        market = self.markets.get(cmd.symbol)
+        if market is None:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_SYMBOL)]
+        acct = self.accounts.get(cmd.account)
+        pos = None if acct is None else acct.positions.get(cmd.symbol)
+        if acct is None or pos is None or not pos.isolated or not pos.size_lots:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.NO_ISOLATED_POSITION)]
+        delta = cmd.delta_atoms
+        if delta == 0 or abs(delta) > MAX_AMOUNT_ATOMS:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.INVALID_AMOUNT)]
+        spec = market.spec
+        if delta > 0:
+            if delta > self.available_atoms(acct):
+                return [RequestRejected(cmd.account, cmd.symbol, Reason.CROSS_BALANCE_INSUFFICIENT)]
+        else:
+            notional = abs(pos.size_lots) * market.mark_ticks * spec.atoms_per_tick_lot
+            upnl = pos.size_lots * market.mark_ticks * spec.atoms_per_tick_lot - pos.cost_atoms
+            im = div(notional, pos.leverage, _CEIL)
+            # Removal only down to the initial margin, counting an open loss against it.
+            if pos.margin.balance + delta + min(0, upnl) < im:
+                return [
+                    RequestRejected(cmd.account, cmd.symbol, Reason.ISOLATED_BALANCE_INSUFFICIENT)
+                ]
+        self.ledger.transfer(acct.wallet, pos.margin, delta)
+        return [IsolatedMarginChanged(cmd.account, cmd.symbol, delta, pos.margin.balance)]
+
+    def _update_index(self, cmd: UpdateIndex) -> list[Event]:
+        market = self.markets.get(cmd.symbol)
+        if market is None:
+            return [RequestRejected("", cmd.symbol, Reason.UNKNOWN_SYMBOL)]
+        spec = market.spec
+        if not spec.min_price_ticks <= cmd.index_ticks <= spec.max_price_ticks:
+            return [RequestRejected("", cmd.symbol, Reason.PRICE_OUT_OF_RANGE)]
+        market.index_ticks = cmd.index_ticks
+        market.mark_ticks = cmd.index_ticks  # mark_mode "index"
+        return [IndexUpdated(cmd.symbol, market.index_ticks, market.mark_ticks)]
+
+    def _advance_clock(self, cmd: AdvanceClock) -> list[Event]:
+        if cmd.ts_ns < self.clock_ns:
+            return [RequestRejected("", "", Reason.CLOCK_BACKWARDS)]
+        self.clock_ns = cmd.ts_ns
+        return [ClockAdvanced(cmd.ts_ns)]
+
+    # == orders ===============================================================================
+    def _reject(self, cmd: PlaceOrder, reason: Reason) -> list[Event]:
+        return [OrderRejected(cmd.account, cmd.symbol, cmd.client_order_id, reason)]
+
+    def _place_order(self, cmd: PlaceOrder) -> list[Event]:
+        # ---- validate -----------------------------------------------------------------
+        market = self.markets.get(cmd.symbol)
+        if market is None:
+            return self._reject(cmd, Reason.UNKNOWN_SYMBOL)
+        spec = market.spec
+        mark = market.mark_ticks
+        if not mark:
+            return self._reject(cmd, Reason.NO_MARK_PRICE)
+        acct = self.accounts.get(cmd.account)
+        if acct is None:
+            if not self._valid_name(cmd.account):
+                return self._reject(cmd, Reason.UNKNOWN_ACCOUNT)
+            acct = Account(cmd.account)  # not stored unless the order is accepted
+        side = cmd.side
+        if side != BUY and side != SELL:
+            raise EngineError(f"side {side!r}")
+        qty = cmd.qty_lots
+        is_market = cmd.order_type == OrderType.MARKET
+        if qty <= 0:
+            raise EngineError("quantity must be positive (the edge checks it)")
+        if qty > (spec.max_market_qty_lots if is_market else spec.max_limit_qty_lots):
+            return self._reject(cmd, Reason.QTY_ABOVE_MAX)
+        cid = cmd.client_order_id
+        if cid is not None and cid in acct.client_ids:
+            return self._reject(cmd, Reason.DUPLICATE_CLIENT_ORDER_ID)
+        pos = acct.positions.get(cmd.symbol)
+        size = pos.size_lots if pos is not None else 0
+        leverage = pos.leverage if pos is not None else spec.default_leverage
+        band = spec.price_band_ppm
+        if is_market:
+            price = 0
+            if side == BUY:
+                limit = div(mark * (PPM + band), PPM, _FLOOR)
+            else:
+                limit = div(mark * (PPM - band), PPM, _CEIL)
+        else:
+            price = limit = cmd.price_ticks
+            if not spec.min_price_ticks <= price <= spec.max_price_ticks:
+                return self._reject(cmd, Reason.PRICE_OUT_OF_RANGE)
+            if side == BUY and price * PPM > mark * (PPM + band):
+                return self._reject(cmd, Reason.PRICE_ABOVE_BAND)
+            if side == SELL and price * PPM < mark * (PPM - band):
+                return self._reject(cmd, Reason.PRICE_BELOW_BAND)
+        if pos is not None and len(pos.open_orders) >= spec.max_open_orders:
+            return self._reject(cmd, Reason.TOO_MANY_OPEN_ORDERS)
+        k = spec.atoms_per_tick_lot
+        if cmd.reduce_only:
+            # Reduce-only: only against a position on the other side, never larger than it.
+            if size * side >= 0:
+                return self._reject(cmd, Reason.REDUCE_ONLY_REJECTED)
+            qty = min(qty, abs(size))
+        elif (price or mark) * qty * k < spec.min_notional_atoms:
+            return self._reject(cmd, Reason.MIN_NOTIONAL)
+        book = market.book
+        tif = cmd.time_in_force
+        stp_account = cmd.account
+        if not is_market and tif == TimeInForce.GTX and book.crosses(side, price):
+            return self._reject(cmd, Reason.POST_ONLY_WOULD_CROSS)
+        if not is_market and tif == TimeInForce.FOK:
+            fillable, _ = book.walk(side, limit, qty, stp_account)
+            if fillable < qty:
+                return self._reject(cmd, Reason.FOK_NOT_FILLABLE)
+        reserved = 0
+        if not cmd.reduce_only:
+            # The part of the order that opens exposure: what is left after closing the
+            # opposite position, net of the orders already queued to close it.
+            if size * side < 0:
+                queued = pos.open_buy_lots if side == BUY else pos.open_sell_lots  # type: ignore[union-attr]
+                closable = max(0, abs(size) - queued)
+            else:
+                closable = 0
+            opening = qty - min(qty, closable)
+            if pos is not None:
+                open_same = pos.open_buy_lots if side == BUY else pos.open_sell_lots
+            else:
+                open_same = 0
+            exposure = max(size * side, 0) + open_same + qty
+            if exposure > spec.max_position_lots:
+                return self._reject(cmd, Reason.POSITION_BOUND)
+            if exposure * (price or mark) * k > spec.max_notional_atoms_at(leverage):
+                return self._reject(cmd, Reason.POSITION_OVER_LEVERAGE_CAP)
+            if opening:
+                if is_market:
+                    # Cost of what the market order will actually take: the tail of the walk
+                    # after the closing part (the closing fills come first).
+                    lots_all, quote_all = book.walk(side, limit, qty, stp_account)
+                    lots_head, quote_head = book.walk(side, limit, qty - opening, stp_account)
+                    open_lots = lots_all - lots_head
+                    open_quote = quote_all - quote_head
+                else:
+                    open_lots = opening
+                    open_quote = opening * price
+                # Binance charges the open loss of a buy above (sell below) the mark up front,
+                # so an order that would be underwater on fill needs the margin to carry it.
+                open_loss_ticks = max(0, side * (open_quote - open_lots * mark))
+                cost = div(open_quote * k, leverage, _CEIL) + open_loss_ticks * k
+                if cost:
+                    upnl, im, _ = self._cross_sums(acct)
+                    if cost > acct.wallet.balance + upnl - im - acct.reserved_atoms:
+                        return self._reject(cmd, Reason.INSUFFICIENT_MARGIN)
+                reserved = cost
+        # ---- commit (nothing below can fail) ------------------------------------------------
+        if acct.name not in self.accounts:
+            self.accounts[acct.name] = acct
+        pos = self._position_for_write(acct, cmd.symbol)
+        order_id = self.next_order_id
+        self.next_order_id += 1
+        order = Order(
+            order_id,
+            acct.name,
+            cmd.symbol,
+            side,
+            cmd.order_type,
+            tif,
+            price,
+            qty,
+            cmd.reduce_only,
+            cid,
+            reserved,
+        )
+        events: list[Event] = [
+            OrderAccepted(
+                order_id,
+                acct.name,
+                cmd.symbol,
+                side,
+                cmd.order_type,
+                tif,
+                qty,
+                price,
+                cmd.reduce_only,
+                cid,
+            )
+        ]
+        self._register(acct, pos, order)
+        result = book.match(side, limit, qty, stp_account)
+        touched: dict[str, Account] = {acct.name: acct}
+        if result.fills:
+            self._settle_match(market, acct, pos, order, result.fills, events, touched)
+        left = order.remaining_lots
+        if left:
+            if not is_market and tif == TimeInForce.GTC and not result.self_trade:
+                book.add(order)
+            else:
+                if result.self_trade:
+                    reason = EndReason.SELF_TRADE
+                elif is_market and book.walk(side, 0 if side == SELL else 2**62, 1)[0]:
+                    reason = EndReason.PRICE_BAND
+                else:
+                    reason = EndReason.IOC_REMAINDER
+                self._unregister(acct, pos, order)
+                events.append(OrderCanceled(order_id, acct.name, cmd.symbol, left, reason))
+        for other in touched.values():
+            self._trim_reduce_only(other, cmd.symbol, market, events)
+        return events
+
+    def _register(self, acct: Account, pos: Position, order: Order) -> None:
+        acct.orders[order.order_id] = order
+        if order.client_order_id is not None:
+            acct.client_ids[order.client_order_id] = order.order_id
+        acct.reserved_atoms += order.reserved_atoms
+        pos.open_orders[order.order_id] = order
+        if order.side == BUY:
+            pos.open_buy_lots += order.remaining_lots
+        else:
+            pos.open_sell_lots += order.remaining_lots
+        if order.reduce_only:
+            pos.reduce_only_count += 1
+
+    def _unregister(self, acct: Account, pos: Position, order: Order) -> None:
+        """Forget an order that is done (filled, canceled or expired); releases its margin."""
+        del acct.orders[order.order_id]
+        if order.client_order_id is not None:
+            del acct.client_ids[order.client_order_id]
+        acct.reserved_atoms -= order.reserved_atoms
+        order.reserved_atoms = 0
+        del pos.open_orders[order.order_id]
+        if order.side == BUY:
+            pos.open_buy_lots -= order.remaining_lots
+        else:
+            pos.open_sell_lots -= order.remaining_lots
+        if order.reduce_only:
+            pos.reduce_only_count -= 1
+
+    def _settle_match(
+        self,
+        market: MarketState,
+        taker_acct: Account,
+        taker_pos: Position,
+        taker: Order,
+        fills: list[tuple[RestingOrder, int, int]],
+        events: list[Event],
+        touched: dict[str, Account],
+    ) -> None:
+        spec = market.spec
+        symbol = spec.symbol
+        k = spec.atoms_per_tick_lot
+        ledger = self.ledger
+        accounts = self.accounts
+        taker_ppm = spec.taker_fee_ppm
+        maker_ppm = spec.maker_fee_ppm
+        side = taker.side
+        for maker, lots, price in fills:
+            assert isinstance(maker, Order)
+            notional = price * lots * k
+            maker_acct = accounts[maker.account]
+            maker_pos = maker_acct.positions[symbol]
+            touched[maker_acct.name] = maker_acct
+            # the maker's order: the book already took `lots` off its remaining
+            self._consume(maker_acct, maker_pos, maker, lots, price, maker.remaining_lots + lots)
+            # the taker's order
+            self._consume(taker_acct, taker_pos, taker, lots, price, taker.remaining_lots)
+            taker.remaining_lots -= lots
+            taker_pnl = self._settle_fill(taker_acct, taker_pos, spec, side, lots, price)
+            maker_pnl = self._settle_fill(maker_acct, maker_pos, spec, -side, lots, price)
+            taker_fee = div(notional * taker_ppm, PPM, _CEIL)
+            maker_fee = div(notional * maker_ppm, PPM, _CEIL)
+            if taker_fee:
+                ledger.transfer(
+                    taker_pos.margin if taker_pos.isolated else taker_acct.wallet,
+                    ledger.fees,
+                    taker_fee,
+                )
+            if maker_fee:
+                ledger.transfer(
+                    maker_pos.margin if maker_pos.isolated else maker_acct.wallet,
+                    ledger.fees,
+                    maker_fee,
+                )
+            trade_id = self.next_trade_id
+            self.next_trade_id += 1
+            market.last_trade_ticks = price
+            events.append(
+                TradeExecuted(
+                    symbol,
+                    trade_id,
+                    price,
+                    lots,
+                    side,
+                    taker.order_id,
+                    maker.order_id,
+                    taker_acct.name,
+                    maker_acct.name,
+                    taker_fee,
+                    maker_fee,
+                    taker_pnl,
+                    maker_pnl,
+                )
+            )
+            events.append(
+                PositionChanged(
+                    maker_acct.name,
+                    symbol,
+                    maker_pos.size_lots,
+                    maker_pos.cost_atoms,
+                    maker_pos.margin.balance,
+                )
+            )
+            if maker.remaining_lots == 0:
+                self._unregister(maker_acct, maker_pos, maker)
+        events.append(
+            PositionChanged(
+                taker_acct.name,
+                symbol,
+                taker_pos.size_lots,
+                taker_pos.cost_atoms,
+                taker_pos.margin.balance,
+            )
+        )
+        if taker.remaining_lots == 0:
+            self._unregister(taker_acct, taker_pos, taker)
+
+    def _consume(
+        self, acct: Account, pos: Position, order: Order, lots: int, price: int, before: int
+    ) -> None:
+        """Book a fill of `lots` against an order that had `before` lots left."""
+        order.filled_lots += lots
+        order.filled_quote_ticks += lots * price
+        if order.side == BUY:
+            pos.open_buy_lots -= lots
+        else:
+            pos.open_sell_lots -= lots
+        if order.reserved_atoms:
+            release = (
+                order.reserved_atoms
+                if lots == before
+                else div(order.reserved_atoms * lots, before, _FLOOR)
+            )
+            order.reserved_atoms -= release
+            acct.reserved_atoms -= release
+
+    def _settle_fill(
+        self, acct: Account, pos: Position, spec: MarketSpec, side: int, lots: int, price: int
+    ) -> int:
+        """Net one fill into the position; returns the realized PnL in atoms."""
+        k = spec.atoms_per_tick_lot
+        ledger = self.ledger
+        size = pos.size_lots
+        realized = 0
+        open_lots = lots
+        if size and (size > 0) != (side > 0):
+            held = abs(size)
+            close = lots if lots < held else held
+            # The closed part's cost basis, rounded up: realized PnL rounds against the trader.
+            part_cost = (
+                pos.cost_atoms if close == held else div(pos.cost_atoms * close, held, _CEIL)
+            )
+            realized = (close if size > 0 else -close) * price * k - part_cost
+            pos.size_lots = size + side * close
+            pos.cost_atoms -= part_cost
+            open_lots = lots - close
+            if pos.isolated:
+                margin = pos.margin
+                ledger.transfer(ledger.settlement, margin, realized)
+                if close == held:
+                    release = margin.balance
+                else:
+                    release = div(margin.balance * close, held, _FLOOR) if margin.balance > 0 else 0
+                if release:
+                    ledger.transfer(margin, acct.wallet, release)
+            elif realized:
+                ledger.transfer(ledger.settlement, acct.wallet, realized)
+        if open_lots:
+            notional = open_lots * price * k
+            pos.size_lots += side * open_lots
+            pos.cost_atoms += side * notional
+            if pos.isolated:
+                ledger.transfer(acct.wallet, pos.margin, div(notional, pos.leverage, _CEIL))
+        return realized
+
+    def _trim_reduce_only(
+        self, acct: Account, symbol: str, market: MarketState, events: list[Event]
+    ) -> None:
+        """Reduce-only orders may never add exposure: cut the newest first to fit |position|."""
+        pos = acct.positions.get(symbol)
+        if pos is None or not pos.reduce_only_count:
+            return
+        size = pos.size_lots
+        closing_side = SELL if size > 0 else BUY
+        budget = abs(size)
+        ro = [o for o in pos.open_orders.values() if o.reduce_only]
+        for order in ro:  # oldest first keep their quantity
+            if order.side != closing_side or size == 0:
+                self._end_order(acct, pos, market, order, EndReason.REDUCE_ONLY, events)
+                continue
+            if order.remaining_lots <= budget:
+                budget -= order.remaining_lots
+            elif budget == 0:
+                self._end_order(acct, pos, market, order, EndReason.REDUCE_ONLY, events)
+            else:
+                cut = order.remaining_lots - budget
+                market.book.reduce(order.order_id, cut)
+                if order.side == BUY:
+                    pos.open_buy_lots -= cut
+                else:
+                    pos.open_sell_lots -= cut
+                budget = 0
+
+    def _end_order(
+        self,
+        acct: Account,
+        pos: Position,
+        market: MarketState,
+        order: Order,
+        reason: EndReason,
+        events: list[Event],
+    ) -> None:
+        market.book.cancel(order.order_id)
+        left = order.remaining_lots
+        self._unregister(acct, pos, order)
+        events.append(OrderCanceled(order.order_id, acct.name, order.symbol, left, reason))
+
+    def _cancel_order(self, cmd: CancelOrder) -> list[Event]:
+        acct = self.accounts.get(cmd.account)
+        order: Order | None = None
+        if acct is not None:
+            if cmd.order_id is not None:
+                order = acct.orders.get(cmd.order_id)
+            elif cmd.client_order_id is not None:
+                oid = acct.client_ids.get(cmd.client_order_id)
+                order = None if oid is None else acct.orders.get(oid)
+        if cmd.symbol not in self.markets:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_SYMBOL)]
+        if acct is None or order is None or order.symbol != cmd.symbol:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_ORDER)]
+        market = self.markets[cmd.symbol]
+        events: list[Event] = []
+        self._end_order(acct, acct.positions[cmd.symbol], market, order, EndReason.CANCELED, events)
+        return events
+
+    # == canonical state ======================================================================
+    @staticmethod
+    def _spec_record(spec: MarketSpec) -> list[Any]:
+        return [
+            spec.symbol,
+            str(spec.tick_size),
+            str(spec.step_size),
+            spec.price_precision,
+            spec.quantity_precision,
+            spec.atoms_per_tick_lot,
+            [
+                [b.index, b.floor_atoms, b.cap_atoms, b.max_leverage, b.mmr_ppm, b.cum_atoms]
+                for b in spec.brackets
+            ],
+            spec.maker_fee_ppm,
+            spec.taker_fee_ppm,
+            spec.min_notional_atoms,
+            spec.min_price_ticks,
+            spec.max_price_ticks,
+            spec.max_limit_qty_lots,
+            spec.max_market_qty_lots,
+            spec.price_band_ppm,
+            spec.max_open_orders,
+            spec.default_leverage,
+            spec.max_position_lots,
+        ]
+
+    @staticmethod
+    def _order_record(o: Order) -> list[Any]:
+        return [
+            o.order_id,
+            o.account,
+            o.symbol,
+            o.side,
+            int(o.order_type),
+            int(o.time_in_force),
+            o.price_ticks,
+            o.qty_lots,
+            o.remaining_lots,
+            o.filled_lots,
+            o.filled_quote_ticks,
+            o.reduce_only,
+            o.client_order_id,
+            o.reserved_atoms,
+        ]
+
+    def _economic_state(self) -> list[Any]:
+        """Everything with economic meaning, in a canonical order (no logs, no id counters)."""
+        markets = []
+        for symbol in sorted(self.markets):
+            m = self.markets[symbol]
+            markets.append(
+                [
+                    self._spec_record(m.spec),
+                    m.index_ticks,
+                    m.mark_ticks,
+                    m.last_trade_ticks,
+                    [o.order_id for o in m.book.orders()],  # queue order matters
+                ]
+            )
+        accounts = []
+        for name in sorted(self.accounts):
+            acct = self.accounts[name]
+            positions = []
+            for symbol in sorted(acct.positions):
+                p = acct.positions[symbol]
+                if p.is_default(self.markets[symbol].spec.default_leverage):
+                    continue
+                positions.append(
+                    [
+                        symbol,
+                        p.leverage,
+                        p.isolated,
+                        p.size_lots,
+                        p.cost_atoms,
+                        p.margin.balance,
+                        [self._order_record(p.open_orders[i]) for i in sorted(p.open_orders)],
+                    ]
+                )
+            accounts.append([name, acct.wallet.balance, acct.reserved_atoms, positions])
+        ledger = [b.balance for b in self.ledger.system_buckets()]
+        return [self.mark_mode, self.clock_ns, markets, accounts, ledger]
+
+    def state_hash(self) -> str:
+        encoded = msgspec.msgpack.encode(self._economic_state())
+        return hashlib.blake2b(encoded, digest_size=32).hexdigest()
+
+    def snapshot(self) -> bytes:
+        """The full state (economic state plus counters), enough to rebuild an equal engine."""
+        return msgspec.msgpack.encode(
+            {
+                "version": SNAPSHOT_VERSION,
+                "state": self._economic_state(),
+                "next_order_id": self.next_order_id,
+                "next_trade_id": self.next_trade_id,
+                "ledger_transfers": self.ledger.transfers,
+            }
+        )
+
+    @classmethod
+    def restore(cls, blob: bytes) -> Engine:
+        data = msgspec.msgpack.decode(blob)
+        if data.get("version") != SNAPSHOT_VERSION:
+            raise EngineError(f"snapshot version {data.get('version')} != {SNAPSHOT_VERSION}")
+        mark_mode, clock_ns, markets, accounts, ledger = data["state"]
+        specs = [_spec_from_record(m[0]) for m in markets]
+        engine = cls(specs, mark_mode)
+        engine.clock_ns = clock_ns
+        engine.next_order_id = data["next_order_id"]
+        engine.next_trade_id = data["next_trade_id"]
+        engine.ledger.transfers = data["ledger_transfers"]
+        for bucket, balance in zip(engine.ledger.system_buckets(), ledger, strict=True):
+            bucket.balance = balance
+        orders: dict[int, Order] = {}
+        for name, wallet, reserved, positions in accounts:
+            acct = engine.accounts[name] = Account(name)
+            acct.wallet.balance = wallet
+            acct.reserved_atoms = reserved
+            for symbol, lev, isolated, size, cost, margin, order_records in positions:
+                pos = engine._position_for_write(acct, symbol)
+                pos.leverage, pos.isolated, pos.size_lots, pos.cost_atoms = (
+                    lev,
+                    isolated,
+                    size,
+                    cost,
+                )
+                pos.margin.balance = margin
+                for r in order_records:
+                    o = Order(
+                        r[0],
+                        r[1],
+                        r[2],
+                        r[3],
+                        OrderType(r[4]),
+                        TimeInForce(r[5]),
+                        r[6],
+                        r[7],
+                        r[11],
+                        r[12],
+                        r[13],
+                    )
+                    o.remaining_lots, o.filled_lots, o.filled_quote_ticks = r[8], r[9], r[10]
+                    reserved_before = acct.reserved_atoms
+                    engine._register(acct, pos, o)
+                    acct.reserved_atoms = reserved_before  # already counted in the record
+                    orders[o.order_id] = o
+        for record in markets:
+            m = engine.markets[record[0][0]]
+            m.index_ticks, m.mark_ticks, m.last_trade_ticks = record[1], record[2], record[3]
+            for oid in record[4]:
+                m.book.add(orders[oid])
+        return engine
+
+    # == invariants ===========================================================================
+    def check_invariants(self) -> None:
+        """Recompute every cached sum and every conservation law; AssertionError on a breach."""
+        ledger_sum = sum(b.balance for b in self.ledger.system_buckets())
+        cost_sum = 0
+        lots_by_symbol = dict.fromkeys(self.markets, 0)
+        resting: dict[str, set[int]] = {s: set() for s in self.markets}
+        for acct in self.accounts.values():
+            ledger_sum += acct.wallet.balance
+            reserved = 0
+            for oid, o in acct.orders.items():
+                assert o.order_id == oid and o.account == acct.name
+                assert acct.positions[o.symbol].open_orders.get(oid) is o
+                reserved += o.reserved_atoms
+            assert reserved == acct.reserved_atoms, f"{acct.name}: reservations drifted"
+            assert len(acct.client_ids) == sum(
+                1 for o in acct.orders.values() if o.client_order_id is not None
+            )
+            for cid, oid in acct.client_ids.items():
+                assert acct.orders[oid].client_order_id == cid
+            for symbol, pos in acct.positions.items():
+                ledger_sum += pos.margin.balance
+                cost_sum += pos.cost_atoms
+                lots_by_symbol[symbol] += pos.size_lots
+                if not pos.size_lots:
+                    assert pos.cost_atoms == 0, f"{acct.name}/{symbol}: cost without position"
+                if not pos.isolated:
+                    assert pos.margin.balance == 0, f"{acct.name}/{symbol}: cross with margin"
+                buy = sum(o.remaining_lots for o in pos.open_orders.values() if o.side == BUY)
+                sell = sum(o.remaining_lots for o in pos.open_orders.values() if o.side == SELL)
+                assert (buy, sell) == (pos.open_buy_lots, pos.open_sell_lots), "open lots drifted"
+                assert pos.reduce_only_count == sum(
+                    1 for o in pos.open_orders.values() if o.reduce_only
+                )
+                for o in pos.open_orders.values():
+                    assert acct.orders.get(o.order_id) is o
+                    resting[symbol].add(o.order_id)
+                    assert o.remaining_lots > 0
+                    assert o.filled_lots + o.remaining_lots <= o.qty_lots
+        assert ledger_sum == 0, f"ledger does not sum to zero: {ledger_sum}"
+        assert self.ledger.settlement.balance + cost_sum == 0, "settlement != -open cost basis"
+        for symbol, lots in lots_by_symbol.items():
+            assert lots == 0, f"{symbol}: long lots != short lots ({lots})"
+        for symbol, m in self.markets.items():
+            m.book.validate_internal_state()
+            assert {o.order_id for o in m.book.orders()} == resting[symbol], "book != open orders"
+
+    def conservation_atoms(self) -> tuple[int, int]:
+        """(deposits - withdrawals, margin balances incl. uPnL + fees + insurance + funding)."""
+        total = 0
+        for acct in self.accounts.values():
+            total += acct.wallet.balance
+            for pos in acct.positions.values():
+                total += pos.margin.balance
+                if pos.size_lots:
+                    spec, mark = self._spec_mark(pos.symbol)
+                    total += pos.size_lots * mark * spec.atoms_per_tick_lot - pos.cost_atoms
+        lg = self.ledger
+        total += lg.fees.balance + lg.insurance.balance + lg.funding.balance
+        return -lg.external.balance, total
+
+
+SNAPSHOT_VERSION: Final = 1
+
+
+def _spec_from_record(r: list[Any]) -> MarketSpec:
+    brackets = tuple(BracketSpec(*b) for b in r[6])
+    return MarketSpec(
+        symbol=r[0],
+        tick_size=Decimal(r[1]),
+        step_size=Decimal(r[2]),
+        price_precision=r[3],
+        quantity_precision=r[4],
+        atoms_per_tick_lot=r[5],
+        brackets=brackets,
+        maker_fee_ppm=r[7],
+        taker_fee_ppm=r[8],
+        min_notional_atoms=r[9],
+        min_price_ticks=r[10],
+        max_price_ticks=r[11],
+        max_limit_qty_lots=r[12],
+        max_market_qty_lots=r[13],
+        price_band_ppm=r[14],
+        max_open_orders=r[15],
+        default_leverage=r[16],
+        max_position_lots=r[17],
+        _floors=tuple(b.floor_atoms for b in brackets),
+    )

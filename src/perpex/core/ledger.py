@@ -1,0 +1,44 @@
+"""Double-entry ledger: every atom that moves leaves one bucket and enters another.
+
+Units: money in atoms. The system buckets are EXTERNAL (deposits and withdrawals: minus what
+the world has put in), FEES, INSURANCE, FUNDING and SETTLEMENT (the clearing account of
+realized PnL: it holds minus the open cost basis of all positions). Traders' cross wallets and
+isolated margins are buckets owned by the engine's account objects. The sum over all buckets is
+zero after every transfer, by construction, and the invariant checker recomputes it.
+"""
+
+from __future__ import annotations
+
+
+class Bucket:
+    """A balance in atoms. Only `Ledger.transfer` changes it."""
+
+    __slots__ = ("balance", "name")
+
+    def __init__(self, name: str, balance: int = 0) -> None:
+        self.name = name
+        self.balance = balance
+
+    def __repr__(self) -> str:
+        return f"Bucket({self.name}={self.balance})"
+
+
+class Ledger:
+    __slots__ = ("external", "fees", "funding", "insurance", "settlement", "transfers")
+
+    def __init__(self) -> None:
+        self.external = Bucket("EXTERNAL")
+        self.fees = Bucket("FEES")
+        self.insurance = Bucket("INSURANCE")
+        self.funding = Bucket("FUNDING")
+        self.settlement = Bucket("SETTLEMENT")
+        self.transfers = 0
+
+    def system_buckets(self) -> tuple[Bucket, ...]:
+        return (self.external, self.fees, self.insurance, self.funding, self.settlement)
+
+    def transfer(self, source: Bucket, destination: Bucket, atoms: int) -> None:
+        """Move `atoms` (may be negative: the reverse direction) from source to destination."""
+        source.balance -= atoms
+        destination.balance += atoms
+        self.transfers += 1

@@ -1,0 +1,267 @@
+"""Commands (imperative, what comes in) and events (past tense, what came out). All frozen.
+
+Units: prices in ticks, sizes in lots, money in atoms. Sides are +1 (BUY) and -1 (SELL).
+Commands are what the journal stores; events are recomputed from them on replay.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class Reason(enum.IntEnum):
+    """Why the engine refused a command. The edge maps each one to a Binance code and text."""
+
+    UNKNOWN_SYMBOL = 1
+    NO_MARK_PRICE = 2
+    INSUFFICIENT_MARGIN = 3
+    REDUCE_ONLY_REJECTED = 4
+    POST_ONLY_WOULD_CROSS = 5
+    FOK_NOT_FILLABLE = 6
+    UNKNOWN_ORDER = 7
+    TOO_MANY_OPEN_ORDERS = 8
+    MIN_NOTIONAL = 9
+    INSUFFICIENT_BALANCE = 10
+    INVALID_LEVERAGE = 11
+    POSITION_OVER_LEVERAGE_CAP = 12
+    MARGIN_TYPE_UNCHANGED = 13
+    MARGIN_TYPE_OPEN_ORDERS = 14
+    MARGIN_TYPE_POSITION = 15
+    PRICE_ABOVE_BAND = 16
+    PRICE_BELOW_BAND = 17
+    QTY_ABOVE_MAX = 18
+    DUPLICATE_CLIENT_ORDER_ID = 19
+    PRICE_OUT_OF_RANGE = 20
+    NO_ISOLATED_POSITION = 21
+    ISOLATED_BALANCE_INSUFFICIENT = 22
+    CROSS_BALANCE_INSUFFICIENT = 23
+    INVALID_AMOUNT = 24
+    POSITION_BOUND = 25
+    CLOCK_BACKWARDS = 26
+    UNKNOWN_ACCOUNT = 27
+
+
+class OrderType(enum.IntEnum):
+    LIMIT = 1
+    MARKET = 2
+
+
+class TimeInForce(enum.IntEnum):
+    GTC = 1
+    IOC = 2
+    FOK = 3
+    GTX = 4  # post-only
+
+
+class EndReason(enum.IntEnum):
+    """Why an order left the book without filling completely."""
+
+    CANCELED = 1  # by its owner
+    IOC_REMAINDER = 2  # IOC/FOK/market rest that found no liquidity
+    SELF_TRADE = 3  # expire-taker self-trade prevention
+    PRICE_BAND = 4  # a market order reached the edge of the price band
+    REDUCE_ONLY = 5  # a reduce-only order that no longer reduces anything
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+class Command(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    pass
+
+
+class Deposit(Command, frozen=True):
+    account: str
+    amount_atoms: int
+
+
+class Withdraw(Command, frozen=True):
+    account: str
+    amount_atoms: int
+
+
+class SetLeverage(Command, frozen=True):
+    account: str
+    symbol: str
+    leverage: int
+
+
+class SetMarginMode(Command, frozen=True):
+    account: str
+    symbol: str
+    isolated: bool
+
+
+class AdjustIsolatedMargin(Command, frozen=True):
+    account: str
+    symbol: str
+    delta_atoms: int  # > 0 adds from the cross wallet, < 0 returns to it
+
+
+class UpdateIndex(Command, frozen=True):
+    symbol: str
+    index_ticks: int
+
+
+class PlaceOrder(Command, frozen=True):
+    account: str
+    symbol: str
+    side: int
+    order_type: OrderType
+    time_in_force: TimeInForce
+    qty_lots: int
+    price_ticks: int  # 0 for a market order
+    reduce_only: bool = False
+    client_order_id: str | None = None
+
+
+class CancelOrder(Command, frozen=True):
+    account: str
+    symbol: str
+    order_id: int | None = None
+    client_order_id: str | None = None
+
+
+class AdvanceClock(Command, frozen=True):
+    ts_ns: int
+
+
+AnyCommand = (
+    Deposit
+    | Withdraw
+    | SetLeverage
+    | SetMarginMode
+    | AdjustIsolatedMargin
+    | UpdateIndex
+    | PlaceOrder
+    | CancelOrder
+    | AdvanceClock
+)
+
+# -- events ----------------------------------------------------------------------------------
+
+
+class Event(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    pass
+
+
+class Deposited(Event, frozen=True):
+    account: str
+    amount_atoms: int
+    wallet_atoms: int
+
+
+class Withdrawn(Event, frozen=True):
+    account: str
+    amount_atoms: int
+    wallet_atoms: int
+
+
+class RequestRejected(Event, frozen=True):
+    """A non-order command the engine refused; nothing changed."""
+
+    account: str
+    symbol: str
+    reason: Reason
+
+
+class LeverageChanged(Event, frozen=True):
+    account: str
+    symbol: str
+    leverage: int
+
+
+class MarginModeChanged(Event, frozen=True):
+    account: str
+    symbol: str
+    isolated: bool
+
+
+class IsolatedMarginChanged(Event, frozen=True):
+    account: str
+    symbol: str
+    delta_atoms: int
+    isolated_margin_atoms: int
+
+
+class IndexUpdated(Event, frozen=True):
+    symbol: str
+    index_ticks: int
+    mark_ticks: int
+
+
+class ClockAdvanced(Event, frozen=True):
+    ts_ns: int
+
+
+class OrderAccepted(Event, frozen=True):
+    order_id: int
+    account: str
+    symbol: str
+    side: int
+    order_type: OrderType
+    time_in_force: TimeInForce
+    qty_lots: int
+    price_ticks: int
+    reduce_only: bool
+    client_order_id: str | None
+
+
+class OrderRejected(Event, frozen=True):
+    account: str
+    symbol: str
+    client_order_id: str | None
+    reason: Reason
+
+
+class TradeExecuted(Event, frozen=True):
+    symbol: str
+    trade_id: int
+    price_ticks: int
+    qty_lots: int
+    taker_side: int
+    taker_order_id: int
+    maker_order_id: int
+    taker_account: str
+    maker_account: str
+    taker_fee_atoms: int
+    maker_fee_atoms: int
+    taker_realized_pnl_atoms: int
+    maker_realized_pnl_atoms: int
+
+
+class OrderCanceled(Event, frozen=True):
+    """An order left the book (or never rested) with `remaining_lots` unfilled."""
+
+    order_id: int
+    account: str
+    symbol: str
+    remaining_lots: int
+    reason: EndReason
+
+
+class PositionChanged(Event, frozen=True):
+    account: str
+    symbol: str
+    size_lots: int
+    cost_atoms: int
+    isolated_margin_atoms: int
+
+
+AnyEvent = (
+    Deposited
+    | Withdrawn
+    | RequestRejected
+    | LeverageChanged
+    | MarginModeChanged
+    | IsolatedMarginChanged
+    | IndexUpdated
+    | ClockAdvanced
+    | OrderAccepted
+    | OrderRejected
+    | TradeExecuted
+    | OrderCanceled
+    | PositionChanged
+)

@@ -1,0 +1,91 @@
+"""The one table that turns engine refusals into Binance error codes and wording.
+
+Codes and messages follow Binance USDⓈ-M (../shared/BINANCE_API.md §5.4); the engine knows
+only `Reason` values, the edge (facade, server) speaks Binance.
+"""
+
+from __future__ import annotations
+
+from perpex.core.messages import Reason
+
+
+class ExchangeError(Exception):
+    """A refused call: `.code` is Binance's (negative) error code, `.msg` its message."""
+
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(f"{code}: {msg}")
+        self.code = code
+        self.msg = msg
+
+    def __reduce__(self) -> tuple[type[ExchangeError], tuple[int, str]]:
+        return (ExchangeError, (self.code, self.msg))
+
+
+REASON_CODES: dict[Reason, tuple[int, str]] = {
+    Reason.UNKNOWN_SYMBOL: (-1121, "Invalid symbol."),
+    Reason.NO_MARK_PRICE: (-1000, "No mark price for this symbol yet; set the index price first."),
+    Reason.INSUFFICIENT_MARGIN: (-2019, "Margin is insufficient."),
+    Reason.REDUCE_ONLY_REJECTED: (-2022, "ReduceOnly Order is rejected."),
+    Reason.POST_ONLY_WOULD_CROSS: (
+        -5022,
+        "Due to the order could not be executed as maker, the Post Only order will be rejected.",
+    ),
+    Reason.FOK_NOT_FILLABLE: (
+        -5021,
+        "Due to the order could not be filled immediately, the FOK order has been rejected.",
+    ),
+    Reason.UNKNOWN_ORDER: (-2011, "Unknown order sent."),
+    Reason.TOO_MANY_OPEN_ORDERS: (-2025, "Reach max open order limit."),
+    Reason.MIN_NOTIONAL: (
+        -4164,
+        "Order's notional must be no smaller than {min_notional} (unless you choose reduce only).",
+    ),
+    Reason.INSUFFICIENT_BALANCE: (-2018, "Balance is insufficient."),
+    Reason.INVALID_LEVERAGE: (-4028, "Leverage {leverage} is not valid"),
+    Reason.POSITION_OVER_LEVERAGE_CAP: (
+        -2027,
+        "Exceeded the maximum allowable position at current leverage.",
+    ),
+    Reason.POSITION_BOUND: (-2027, "Exceeded the maximum allowable position at current leverage."),
+    Reason.MARGIN_TYPE_UNCHANGED: (-4046, "No need to change margin type."),
+    Reason.MARGIN_TYPE_OPEN_ORDERS: (
+        -4047,
+        "Margin type cannot be changed if there exists open orders.",
+    ),
+    Reason.MARGIN_TYPE_POSITION: (-4048, "Margin type cannot be changed if there exists position."),
+    Reason.PRICE_ABOVE_BAND: (-4016, "Limit price can't be higher than {band_price}."),
+    Reason.PRICE_BELOW_BAND: (-4024, "Limit price can't be lower than {band_price}."),
+    Reason.QTY_ABOVE_MAX: (-4005, "Quantity greater than max quantity."),
+    Reason.DUPLICATE_CLIENT_ORDER_ID: (-4116, "ClientOrderId is duplicated."),
+    Reason.PRICE_OUT_OF_RANGE: (-4013, "Price less than min price or greater than max price."),
+    Reason.NO_ISOLATED_POSITION: (-4054, "Cannot add position margin: position is 0."),
+    Reason.ISOLATED_BALANCE_INSUFFICIENT: (-4051, "Isolated balance insufficient."),
+    Reason.CROSS_BALANCE_INSUFFICIENT: (-4050, "Cross balance insufficient."),
+    Reason.INVALID_AMOUNT: (-1013, "Invalid amount."),
+    Reason.CLOCK_BACKWARDS: (-1021, "Timestamp is before the exchange clock."),
+    Reason.UNKNOWN_ACCOUNT: (-1100, "Illegal characters found in parameter 'account'."),
+}
+
+
+def error_for(reason: Reason, **fields: object) -> ExchangeError:
+    code, template = REASON_CODES[reason]
+    return ExchangeError(code, template.format(**fields) if fields else template)
+
+
+# Parameter-level errors raised at the edge before the engine sees anything.
+def invalid_symbol() -> ExchangeError:
+    return ExchangeError(-1121, "Invalid symbol.")
+
+
+def mandatory(param: str) -> ExchangeError:
+    return ExchangeError(
+        -1102, f"Mandatory parameter '{param}' was not sent, was empty/null, or malformed."
+    )
+
+
+def not_required(param: str) -> ExchangeError:
+    return ExchangeError(-1106, f"Parameter '{param}' sent when not required.")
+
+
+def too_precise() -> ExchangeError:
+    return ExchangeError(-1111, "Precision is over the maximum defined for this asset.")

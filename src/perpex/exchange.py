@@ -1,0 +1,611 @@
+"""The `Exchange` facade: the engine with a virtual clock, decimals in and out, Binance errors.
+
+This is the edge. It parses every decimal exactly (values off the tick or step are refused,
+never rounded), checks parameters the way Binance's API does, turns them into integer
+commands, applies them to the engine and maps refusals to `ExchangeError(code, msg)`. A call
+that raises has changed nothing: `state_hash()` is the same before and after.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+from typing import Final
+
+from perpex.core.engine import Engine
+from perpex.core.engine import Order as EngineOrder
+from perpex.core.margin import bankruptcy_price_ticks, liquidation_price_ticks
+from perpex.core.markets import Market, MarketSpec, compile_market
+from perpex.core.messages import (
+    AdjustIsolatedMargin,
+    AdvanceClock,
+    CancelOrder,
+    Command,
+    Deposit,
+    EndReason,
+    Event,
+    OrderAccepted,
+    OrderCanceled,
+    OrderRejected,
+    OrderType,
+    PlaceOrder,
+    Reason,
+    RequestRejected,
+    SetLeverage,
+    SetMarginMode,
+    TimeInForce,
+    TradeExecuted,
+    UpdateIndex,
+    Withdraw,
+)
+from perpex.core.units import (
+    ATOM_DECIMALS,
+    PPM,
+    ParseError,
+    ParseFailure,
+    Rounding,
+    atoms_to_decimal,
+    div,
+    to_decimal,
+    to_units,
+)
+from perpex.defaults import default_markets
+from perpex.errors import (
+    ExchangeError,
+    error_for,
+    invalid_symbol,
+    mandatory,
+    not_required,
+    too_precise,
+)
+
+CLIENT_ORDER_ID_RE: Final = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+ACCOUNT_RE: Final = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+SHOWN_PRICE_DECIMALS: Final = 8  # positionRisk shows entry/liquidation prices with 8 decimals
+NS_PER_SECOND: Final = 1_000_000_000
+_SIDES: Final = {"BUY": 1, "SELL": -1}
+_TIFS: Final = {t.name: t for t in TimeInForce}
+_MARGIN_MODES: Final = {"ISOLATED": True, "CROSSED": False}
+# Conditional-order parameters arrive with the risk tools; until then, as on Binance for a
+# plain LIMIT or MARKET order, sending one is an error (-1106), never silently ignored.
+_CONDITIONAL_PARAMS: Final = (
+    ("stop_price", "stopPrice"),
+    ("callback_rate", "callbackRate"),
+    ("activation_price", "activationPrice"),
+    ("take_profit", "takeProfit"),
+    ("stop_loss", "stopLoss"),
+)
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: int
+    client_order_id: str | None
+    symbol: str
+    side: str
+    type: str
+    time_in_force: str
+    price: Decimal
+    orig_qty: Decimal
+    executed_qty: Decimal
+    avg_price: Decimal
+    status: str  # NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED
+    reduce_only: bool
+
+
+@dataclass(frozen=True)
+class Position:
+    symbol: str
+    size: Decimal  # signed: > 0 long, < 0 short
+    entry_price: Decimal
+    mark_price: Decimal
+    notional: Decimal
+    unrealized_pnl: Decimal
+    liquidation_price: Decimal | None
+    bankruptcy_price: Decimal | None
+    margin_mode: str
+    leverage: int
+    isolated_margin: Decimal
+    initial_margin: Decimal
+    maintenance_margin: Decimal
+    adl_quantile: int  # ranked by the risk engine; 0 until it exists
+
+
+@dataclass(frozen=True)
+class Account:
+    wallet_balance: Decimal
+    cross_wallet_balance: Decimal
+    unrealized_pnl: Decimal
+    margin_balance: Decimal
+    maintenance_margin: Decimal
+    initial_margin: Decimal
+    open_order_margin: Decimal
+    available_balance: Decimal
+    max_withdraw_amount: Decimal
+
+
+def _fraction_to_decimal(value: Fraction, places: int) -> Decimal:
+    """Round half-even to `places` decimals (display only; triggers compare exactly)."""
+    scaled = round(value * 10**places)
+    return Decimal(scaled).scaleb(-places)
+
+
+def _side_name(side: int) -> str:
+    return "BUY" if side > 0 else "SELL"
+
+
+class Exchange:
+    """An in-process exchange. See DESIGN.md §7 for the full surface."""
+
+    def __init__(
+        self,
+        markets: Sequence[Market] | None = None,
+        mark_price: str = "index",
+        start_time: datetime | str | int | None = None,
+    ) -> None:
+        if mark_price != "index":
+            raise ValueError(
+                f"mark_price={mark_price!r}: only 'index' (mark = index) exists so far; the "
+                "Binance median mark arrives with the risk engine"
+            )
+        specs = [compile_market(m) for m in (markets if markets is not None else default_markets())]
+        self._specs: dict[str, MarketSpec] = {s.symbol: s for s in specs}
+        self.engine = Engine(specs, mark_mode=mark_price)
+        self._events: list[Event] = []
+        if start_time is not None:
+            self._apply(AdvanceClock(_to_ns(start_time)))
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _apply(self, command: Command) -> list[Event]:
+        events = self.engine.apply(command)
+        self._events.extend(events)
+        return events
+
+    def _spec(self, symbol: object) -> MarketSpec:
+        spec = self._specs.get(symbol) if isinstance(symbol, str) else None
+        if spec is None:
+            raise invalid_symbol()
+        return spec
+
+    @staticmethod
+    def _account(name: object) -> str:
+        if not isinstance(name, str) or not ACCOUNT_RE.match(name):
+            raise ExchangeError(
+                -1100,
+                "Illegal characters found in parameter 'account'; legal range is "
+                f"'{ACCOUNT_RE.pattern}'.",
+            )
+        return name
+
+    def _raise_rejection(self, events: list[Event], **fields: object) -> None:
+        for e in events:
+            if isinstance(e, OrderRejected | RequestRejected):
+                raise error_for(e.reason, **fields) if fields else error_for(e.reason)
+
+    @staticmethod
+    def _amount_atoms(value: object, *, allow_negative: bool = False) -> int:
+        try:
+            atoms = to_units(
+                value,
+                Decimal(1).scaleb(-ATOM_DECIMALS),
+                max_decimals=ATOM_DECIMALS,
+                allow_negative=allow_negative,
+            )
+        except ParseError as exc:
+            if exc.failure is ParseFailure.TOO_PRECISE:
+                raise too_precise() from None
+            raise ExchangeError(-1013, f"Invalid amount: {value!r}.") from None
+        if atoms == 0 or (atoms < 0 and not allow_negative):
+            raise ExchangeError(-1013, f"Invalid amount: {value!r}.")
+        return atoms
+
+    # -- money ----------------------------------------------------------------------------
+    def deposit(self, account: str, amount: object) -> Decimal:
+        """Credit the account's wallet; returns the new wallet balance."""
+        events = self._apply(Deposit(self._account(account), self._amount_atoms(amount)))
+        self._raise_rejection(events)
+        return self.account(account).wallet_balance
+
+    def withdraw(self, account: str, amount: object) -> Decimal:
+        events = self._apply(Withdraw(self._account(account), self._amount_atoms(amount)))
+        self._raise_rejection(events)
+        return self.account(account).wallet_balance
+
+    # -- settings -------------------------------------------------------------------------
+    def set_leverage(self, account: str, symbol: str, leverage: int) -> int:
+        spec = self._spec(symbol)
+        name = self._account(account)
+        if not isinstance(leverage, int) or isinstance(leverage, bool):
+            raise error_for(Reason.INVALID_LEVERAGE, leverage=leverage)
+        events = self._apply(SetLeverage(name, spec.symbol, leverage))
+        self._raise_rejection(events, leverage=leverage)
+        return leverage
+
+    def set_margin_mode(self, account: str, symbol: str, mode: str) -> str:
+        spec = self._spec(symbol)
+        name = self._account(account)
+        if mode not in _MARGIN_MODES:
+            raise ExchangeError(-4044, "The margin type must be ISOLATED or CROSSED.")
+        events = self._apply(SetMarginMode(name, spec.symbol, _MARGIN_MODES[mode]))
+        self._raise_rejection(events)
+        return mode
+
+    def add_isolated_margin(self, account: str, symbol: str, amount: object) -> Decimal:
+        """Move margin into (amount > 0) or out of (amount < 0) an isolated position."""
+        spec = self._spec(symbol)
+        name = self._account(account)
+        delta = self._amount_atoms(amount, allow_negative=True)
+        events = self._apply(AdjustIsolatedMargin(name, spec.symbol, delta))
+        self._raise_rejection(events)
+        return self.position(name, spec.symbol).isolated_margin
+
+    # -- oracle and clock -----------------------------------------------------------------
+    def set_index_price(self, symbol: str, price: object) -> None:
+        spec = self._spec(symbol)
+        ticks = self._price_ticks(spec, price)
+        events = self._apply(UpdateIndex(spec.symbol, ticks))
+        self._raise_rejection(events)
+
+    def advance_time(self, seconds: object = 0) -> int:
+        """Move the virtual clock forward; returns the new time in ns since the epoch."""
+        try:
+            ns = to_units(seconds, Decimal(1).scaleb(-9))
+        except ParseError:
+            raise ExchangeError(-1013, f"Invalid time step: {seconds!r}.") from None
+        events = self._apply(AdvanceClock(self.engine.clock_ns + ns))
+        self._raise_rejection(events)
+        return self.engine.clock_ns
+
+    @property
+    def time_ns(self) -> int:
+        return self.engine.clock_ns
+
+    # -- orders ---------------------------------------------------------------------------
+    @staticmethod
+    def _price_ticks(spec: MarketSpec, value: object) -> int:
+        try:
+            return to_units(value, spec.tick_size, max_decimals=spec.price_precision, positive=True)
+        except ParseError as exc:
+            failure = exc.failure
+        if failure is ParseFailure.TOO_PRECISE:
+            raise too_precise()
+        if failure is ParseFailure.OFF_GRID:
+            raise ExchangeError(-4014, "Price not increased by tick size.")
+        if failure in (ParseFailure.NOT_POSITIVE, ParseFailure.NEGATIVE):
+            raise ExchangeError(-4013, "Price less than min price.")
+        if failure is ParseFailure.TOO_LARGE:
+            raise ExchangeError(-4013, "Price greater than max price.")
+        raise ExchangeError(-1013, "Invalid price.")
+
+    @staticmethod
+    def _qty_lots(spec: MarketSpec, value: object) -> int:
+        try:
+            return to_units(
+                value, spec.step_size, max_decimals=spec.quantity_precision, positive=True
+            )
+        except ParseError as exc:
+            failure = exc.failure
+        if failure is ParseFailure.TOO_PRECISE:
+            raise too_precise()
+        if failure is ParseFailure.OFF_GRID:
+            raise ExchangeError(-4023, "Quantity not increased by step size.")
+        if failure in (ParseFailure.NOT_POSITIVE, ParseFailure.NEGATIVE):
+            raise ExchangeError(-4003, "Quantity less than or equal to zero.")
+        if failure is ParseFailure.TOO_LARGE:
+            raise ExchangeError(-4005, "Quantity greater than max quantity.")
+        raise ExchangeError(-1013, "Invalid quantity.")
+
+    def place_order(
+        self,
+        account: str,
+        symbol: str,
+        side: str,
+        type: str = "LIMIT",
+        quantity: object = None,
+        price: object = None,
+        time_in_force: str = "GTC",
+        reduce_only: bool = False,
+        client_order_id: str | None = None,
+        stop_price: object = None,
+        working_type: str = "MARK_PRICE",
+        callback_rate: object = None,
+        activation_price: object = None,
+        take_profit: object = None,
+        stop_loss: object = None,
+    ) -> Order:
+        spec = self._spec(symbol)
+        name = self._account(account)
+        if side not in _SIDES:
+            raise ExchangeError(-1117, "Invalid side.")
+        if type == "LIMIT":
+            order_type = OrderType.LIMIT
+        elif type == "MARKET":
+            order_type = OrderType.MARKET
+        else:
+            raise ExchangeError(-1116, "Invalid orderType.")
+        tif = _TIFS.get(time_in_force) if isinstance(time_in_force, str) else None
+        if tif is None:
+            raise ExchangeError(-1115, "Invalid timeInForce.")
+        if not isinstance(reduce_only, bool):
+            raise mandatory("reduceOnly")
+        if working_type not in ("MARK_PRICE", "CONTRACT_PRICE"):
+            raise ExchangeError(-1100, "Illegal characters found in parameter 'workingType'.")
+        given = {
+            "stop_price": stop_price,
+            "callback_rate": callback_rate,
+            "activation_price": activation_price,
+            "take_profit": take_profit,
+            "stop_loss": stop_loss,
+        }
+        for param, wire_name in _CONDITIONAL_PARAMS:
+            if given[param] is not None:
+                raise not_required(wire_name)
+        if client_order_id is not None and (
+            not isinstance(client_order_id, str) or not CLIENT_ORDER_ID_RE.match(client_order_id)
+        ):
+            raise ExchangeError(
+                -1100,
+                "Illegal characters found in parameter 'newClientOrderId'; legal range is "
+                f"'{CLIENT_ORDER_ID_RE.pattern}'.",
+            )
+        if quantity is None:
+            raise mandatory("quantity")
+        qty_lots = self._qty_lots(spec, quantity)
+        if order_type == OrderType.LIMIT:
+            if price is None:
+                raise mandatory("price")
+            price_ticks = self._price_ticks(spec, price)
+        else:
+            if price is not None:
+                raise not_required("price")
+            price_ticks = 0
+            tif = TimeInForce.IOC  # a market order never rests
+        command = PlaceOrder(
+            name,
+            spec.symbol,
+            _SIDES[side],
+            order_type,
+            tif,
+            qty_lots,
+            price_ticks,
+            reduce_only,
+            client_order_id,
+        )
+        events = self._apply(command)
+        for e in events:
+            if isinstance(e, OrderRejected):
+                raise self._order_error(spec, e.reason, _SIDES[side])
+        return self._order_from_events(spec, events)
+
+    def _order_error(self, spec: MarketSpec, reason: Reason, side: int) -> ExchangeError:
+        if reason is Reason.MIN_NOTIONAL:
+            return error_for(reason, min_notional=atoms_to_decimal(spec.min_notional_atoms))
+        if reason in (Reason.PRICE_ABOVE_BAND, Reason.PRICE_BELOW_BAND):
+            mark = self.engine.market(spec.symbol).mark_ticks
+            band = spec.price_band_ppm
+            if side > 0:
+                edge = div(mark * (PPM + band), PPM, Rounding.FLOOR)
+            else:
+                edge = div(mark * (PPM - band), PPM, Rounding.CEIL)
+            return error_for(reason, band_price=spec.price_to_decimal(edge))
+        return error_for(reason)
+
+    def _order_from_events(self, spec: MarketSpec, events: list[Event]) -> Order:
+        accepted = next(e for e in events if isinstance(e, OrderAccepted))
+        oid = accepted.order_id
+        filled = quote = 0
+        ended: EndReason | None = None
+        for e in events:
+            if isinstance(e, TradeExecuted) and (
+                e.taker_order_id == oid or e.maker_order_id == oid
+            ):
+                filled += e.qty_lots
+                quote += e.qty_lots * e.price_ticks
+            elif isinstance(e, OrderCanceled) and e.order_id == oid:
+                ended = e.reason
+        if ended is None:
+            status = (
+                "FILLED"
+                if filled == accepted.qty_lots
+                else ("PARTIALLY_FILLED" if filled else "NEW")
+            )
+        else:
+            status = "CANCELED" if ended is EndReason.CANCELED else "EXPIRED"
+        return Order(
+            order_id=oid,
+            client_order_id=accepted.client_order_id,
+            symbol=accepted.symbol,
+            side=_side_name(accepted.side),
+            type=accepted.order_type.name,
+            time_in_force=accepted.time_in_force.name,
+            price=spec.price_to_decimal(accepted.price_ticks),
+            orig_qty=spec.qty_to_decimal(accepted.qty_lots),
+            executed_qty=spec.qty_to_decimal(filled),
+            avg_price=self._avg_price(spec, quote, filled),
+            status=status,
+            reduce_only=accepted.reduce_only,
+        )
+
+    @staticmethod
+    def _avg_price(spec: MarketSpec, quote_ticks: int, lots: int) -> Decimal:
+        if not lots:
+            return Decimal(0)
+        return _fraction_to_decimal(Fraction(quote_ticks, lots) * Fraction(spec.tick_size), 8)
+
+    def cancel_order(
+        self,
+        account: str,
+        symbol: str,
+        order_id: int | None = None,
+        client_order_id: str | None = None,
+    ) -> Order:
+        spec = self._spec(symbol)
+        name = self._account(account)
+        if order_id is None and client_order_id is None:
+            raise mandatory("orderId")
+        acct = self.engine.accounts.get(name)
+        live = None
+        if acct is not None:
+            if order_id is not None:
+                live = acct.orders.get(order_id)
+            elif client_order_id is not None:
+                oid = acct.client_ids.get(client_order_id)
+                live = None if oid is None else acct.orders.get(oid)
+        view = self._order_view(live) if live is not None else None
+        events = self._apply(CancelOrder(name, spec.symbol, order_id, client_order_id))
+        self._raise_rejection(events)
+        assert view is not None
+        return Order(**{**view.__dict__, "status": "CANCELED"})
+
+    def _order_view(self, o: EngineOrder) -> Order:
+        spec = self._specs[o.symbol]
+        status = "PARTIALLY_FILLED" if o.filled_lots else "NEW"
+        return Order(
+            order_id=o.order_id,
+            client_order_id=o.client_order_id,
+            symbol=o.symbol,
+            side=_side_name(o.side),
+            type=o.order_type.name,
+            time_in_force=o.time_in_force.name,
+            price=spec.price_to_decimal(o.price_ticks),
+            orig_qty=spec.qty_to_decimal(o.qty_lots),
+            executed_qty=spec.qty_to_decimal(o.filled_lots),
+            avg_price=self._avg_price(spec, o.filled_quote_ticks, o.filled_lots),
+            status=status,
+            reduce_only=o.reduce_only,
+        )
+
+    def open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
+        acct = self.engine.accounts.get(account)
+        if acct is None:
+            return []
+        return [
+            self._order_view(o)
+            for oid, o in sorted(acct.orders.items())
+            if symbol is None or o.symbol == symbol
+        ]
+
+    def order_book(self, symbol: str, limit: int = 20) -> dict[str, list[tuple[Decimal, Decimal]]]:
+        spec = self._spec(symbol)
+        bids, asks = self.engine.market(spec.symbol).book.depth(limit)
+        return {
+            "bids": [(spec.price_to_decimal(p), spec.qty_to_decimal(q)) for p, q in bids],
+            "asks": [(spec.price_to_decimal(p), spec.qty_to_decimal(q)) for p, q in asks],
+        }
+
+    # -- views ----------------------------------------------------------------------------
+    def mark_price(self, symbol: str) -> Decimal:
+        spec = self._spec(symbol)
+        return spec.price_to_decimal(self.engine.market(spec.symbol).mark_ticks)
+
+    def position(self, account: str, symbol: str) -> Position:
+        spec = self._spec(symbol)
+        engine = self.engine
+        mark = engine.market(spec.symbol).mark_ticks
+        leverage, isolated = engine.settings_of(account, spec.symbol)
+        pos = engine.position_of(account, spec.symbol)
+        size = pos.size_lots if pos is not None else 0
+        cost = pos.cost_atoms if pos is not None else 0
+        margin_atoms = pos.margin.balance if pos is not None else 0
+        k = spec.atoms_per_tick_lot
+        tick = Fraction(spec.tick_size)
+        notional = abs(size) * mark * k
+        liq = bank = None
+        entry = Decimal(0)
+        if size:
+            entry = _fraction_to_decimal(Fraction(cost, size * k) * tick, SHOWN_PRICE_DECIMALS)
+            if isolated:
+                wallet, other_mm, other_upnl = margin_atoms, 0, 0
+            else:
+                wallet, other_mm, other_upnl = self._cross_others(account, spec.symbol)
+            liq_ticks = liquidation_price_ticks(
+                spec, size, cost, wallet, other_mm, other_upnl, mark or None
+            )
+            bank_ticks = bankruptcy_price_ticks(spec, size, cost, wallet, other_upnl)
+            if liq_ticks is not None:
+                liq = _fraction_to_decimal(liq_ticks * tick, SHOWN_PRICE_DECIMALS)
+            if bank_ticks is not None:
+                bank = _fraction_to_decimal(bank_ticks * tick, SHOWN_PRICE_DECIMALS)
+        return Position(
+            symbol=spec.symbol,
+            size=spec.qty_to_decimal(size),
+            entry_price=entry,
+            mark_price=spec.price_to_decimal(mark),
+            notional=atoms_to_decimal(notional),
+            unrealized_pnl=atoms_to_decimal(size * mark * k - cost),
+            liquidation_price=liq,
+            bankruptcy_price=bank,
+            margin_mode="ISOLATED" if isolated else "CROSSED",
+            leverage=leverage,
+            isolated_margin=atoms_to_decimal(margin_atoms),
+            initial_margin=atoms_to_decimal(div(notional, leverage, Rounding.CEIL)),
+            maintenance_margin=atoms_to_decimal(
+                spec.maintenance_margin_atoms(notional) if size else 0
+            ),
+            adl_quantile=0,
+        )
+
+    def _cross_others(self, account: str, symbol: str) -> tuple[int, int, int]:
+        """Binance's WB, TMM1, UPNL1: cross wallet, MM and uPnL of the other cross positions."""
+        acct = self.engine.accounts[account]
+        other_mm = other_upnl = 0
+        for sym, p in acct.positions.items():
+            if sym == symbol or p.isolated or not p.size_lots:
+                continue
+            spec = self._specs[sym]
+            mark = self.engine.market(sym).mark_ticks
+            notional = abs(p.size_lots) * mark * spec.atoms_per_tick_lot
+            other_mm += spec.maintenance_margin_atoms(notional)
+            other_upnl += p.size_lots * mark * spec.atoms_per_tick_lot - p.cost_atoms
+        return acct.wallet.balance, other_mm, other_upnl
+
+    def account(self, account: str) -> Account:
+        f = self.engine.account_figures(account)
+        d = atoms_to_decimal
+        return Account(
+            wallet_balance=d(f.wallet_atoms),
+            cross_wallet_balance=d(f.cross_wallet_atoms),
+            unrealized_pnl=d(f.unrealized_pnl_atoms),
+            margin_balance=d(f.margin_balance_atoms),
+            maintenance_margin=d(f.maintenance_margin_atoms),
+            initial_margin=d(f.position_initial_margin_atoms),
+            open_order_margin=d(f.open_order_margin_atoms),
+            available_balance=d(f.available_atoms),
+            max_withdraw_amount=d(f.max_withdraw_atoms),
+        )
+
+    def insurance_fund(self) -> Decimal:
+        return atoms_to_decimal(self.engine.ledger.insurance.balance)
+
+    def fees_collected(self) -> Decimal:
+        return atoms_to_decimal(self.engine.ledger.fees.balance)
+
+    def events(self) -> list[Event]:
+        return list(self._events)
+
+    def state_hash(self) -> str:
+        return self.engine.state_hash()
+
+    def check_invariants(self) -> None:
+        self.engine.check_invariants()
+
+
+def _to_ns(start_time: datetime | str | int) -> int:
+    """Seconds since the epoch (int), an ISO-8601 string or an aware datetime, to ns."""
+    if isinstance(start_time, int) and not isinstance(start_time, bool):
+        return start_time * NS_PER_SECOND
+    if isinstance(start_time, str):
+        start_time = datetime.fromisoformat(start_time.replace("Z", "+00:00"))
+    if isinstance(start_time, datetime):
+        if start_time.tzinfo is None:
+            start_time = start_time.replace(tzinfo=UTC)
+        delta = start_time - datetime(1970, 1, 1, tzinfo=UTC)
+        return (delta.days * 86_400 + delta.seconds) * NS_PER_SECOND + delta.microseconds * 1000
+    raise ValueError(f"start_time {start_time!r}: give seconds, an ISO string or a datetime")
+
+
+__all__ = ["Account", "Exchange", "ExchangeError", "Order", "Position", "to_decimal"]
