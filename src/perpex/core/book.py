@@ -14,17 +14,19 @@ hold the two equal.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Iterator
 from typing import Final
 
 BUY: Final = 1
 SELL: Final = -1
+QUEUE_SLACK: Final = 32  # canceled entries a level's queue may hold beyond twice its live ones
 
 
 class RestingOrder:
     """What the book needs to know about an order. The engine's `Order` extends it."""
 
-    __slots__ = ("account", "order_id", "price_ticks", "remaining_lots", "side")
+    __slots__ = ("account", "order_id", "price_ticks", "queue_stamp", "remaining_lots", "side")
 
     def __init__(
         self, order_id: int, account: str, side: int, price_ticks: int, remaining_lots: int
@@ -34,6 +36,7 @@ class RestingOrder:
         self.side = side
         self.price_ticks = price_ticks
         self.remaining_lots = remaining_lots
+        self.queue_stamp = 0  # which arrival in its level's queue is the live one
 
     def __repr__(self) -> str:
         return (
@@ -43,10 +46,18 @@ class RestingOrder:
 
 
 class Level:
-    __slots__ = ("orders", "total_lots")
+    """One price: live orders by id (insertion-ordered) and the FIFO queue of arrivals.
+
+    Cancel deletes from `orders` only (O(1)); the queue drops canceled ids lazily when they
+    reach its head. A dict alone would not do: `next(iter(d))` skips every slot deleted from
+    its front, so eating a long level one order at a time would turn quadratic.
+    """
+
+    __slots__ = ("orders", "queue", "total_lots")
 
     def __init__(self) -> None:
         self.orders: dict[int, RestingOrder] = {}
+        self.queue: deque[tuple[int, RestingOrder]] = deque()  # (arrival stamp, order)
         self.total_lots = 0
 
 
@@ -67,7 +78,7 @@ class MatchResult:
 class OrderBook:
     """Price-time priority book. Matching never fails: the engine checks everything first."""
 
-    __slots__ = ("_ask_keys", "_asks", "_bid_keys", "_bids", "_orders")
+    __slots__ = ("_ask_keys", "_asks", "_bid_keys", "_bids", "_orders", "_stamp")
 
     def __init__(self) -> None:
         self._bids: dict[int, Level] = {}
@@ -75,6 +86,7 @@ class OrderBook:
         self._bid_keys: list[int] = []  # ascending prices; best bid last
         self._ask_keys: list[int] = []  # ascending negated prices; best ask last
         self._orders: dict[int, RestingOrder] = {}
+        self._stamp = 0
 
     # -- queries ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -166,6 +178,9 @@ class OrderBook:
                 level = self._asks[price] = Level()
                 bisect.insort(self._ask_keys, -price)
         level.orders[order.order_id] = order
+        self._stamp += 1
+        order.queue_stamp = self._stamp
+        level.queue.append((self._stamp, order))
         level.total_lots += order.remaining_lots
         self._orders[order.order_id] = order
 
@@ -179,6 +194,8 @@ class OrderBook:
             level = self._bids[price]
             del level.orders[order_id]
             level.total_lots -= order.remaining_lots
+            if len(level.queue) > 2 * len(level.orders) + QUEUE_SLACK:
+                level.queue = deque((o.queue_stamp, o) for o in level.orders.values())
             if not level.orders:
                 del self._bids[price]
                 self._remove_key(self._bid_keys, price)
@@ -186,6 +203,8 @@ class OrderBook:
             level = self._asks[price]
             del level.orders[order_id]
             level.total_lots -= order.remaining_lots
+            if len(level.queue) > 2 * len(level.orders) + QUEUE_SLACK:
+                level.queue = deque((o.queue_stamp, o) for o in level.orders.values())
             if not level.orders:
                 del self._asks[price]
                 self._remove_key(self._ask_keys, -price)
@@ -231,9 +250,13 @@ class OrderBook:
             if (price > limit_ticks) if side == BUY else (price < limit_ticks):
                 break
             level = levels[price]
-            queue = level.orders
+            live = level.orders
+            queue = level.queue
             while left:
-                maker = next(iter(queue.values()))
+                stamp, maker = queue[0]
+                if stamp != maker.queue_stamp or live.get(maker.order_id) is not maker:
+                    queue.popleft()  # canceled (or re-added later): drop it lazily
+                    continue
                 if maker.account == account:
                     self_trade = True
                     break
@@ -246,13 +269,14 @@ class OrderBook:
                     left = 0
                     break
                 # the maker is filled completely
-                del queue[maker.order_id]
+                queue.popleft()
+                del live[maker.order_id]
                 del orders[maker.order_id]
                 maker.remaining_lots = 0
                 level.total_lots -= take
                 left -= take
                 fills.append((maker, take, price))
-                if not queue:
+                if not live:
                     del levels[price]
                     keys.pop()
                     break
@@ -283,6 +307,12 @@ class OrderBook:
                 assert total == level.total_lots, (
                     f"level {price} total {level.total_lots} != {total}"
                 )
+                queued = [
+                    o.order_id
+                    for stamp, o in level.queue
+                    if level.orders.get(o.order_id) is o and o.queue_stamp == stamp
+                ]
+                assert queued == list(level.orders), f"level {price}: FIFO queue out of step"
         assert seen == set(self._orders), "index holds orders that are not on a level"
         bid, ask = self.best_bid(), self.best_ask()
         assert bid is None or ask is None or bid < ask, f"crossed book {bid} >= {ask}"
