@@ -499,7 +499,8 @@ class Engine:
                 open_same = pos.open_buy_lots if side == BUY else pos.open_sell_lots
             else:
                 open_same = 0
-            exposure = max(size * side, 0) + open_same + qty
+            # Potential exposure on this side if every open order on it fills.
+            exposure = max(size * side, 0) + open_same + opening
             if exposure > spec.max_position_lots:
                 return self._reject(cmd, Reason.POSITION_BOUND)
             if exposure * (price or mark) * k > spec.max_notional_atoms_at(leverage):
@@ -636,8 +637,8 @@ class Engine:
             # the taker's order
             self._consume(taker_acct, taker_pos, taker, lots, price, taker.remaining_lots)
             taker.remaining_lots -= lots
-            taker_pnl = self._settle_fill(taker_acct, taker_pos, spec, side, lots, price)
-            maker_pnl = self._settle_fill(maker_acct, maker_pos, spec, -side, lots, price)
+            # Fees first: an isolated position pays from its own margin, and a fill that closes
+            # it then releases what is left, so no fee residue stays behind in the bucket.
             taker_fee = div(notional * taker_ppm, PPM, _CEIL)
             maker_fee = div(notional * maker_ppm, PPM, _CEIL)
             if taker_fee:
@@ -652,6 +653,8 @@ class Engine:
                     ledger.fees,
                     maker_fee,
                 )
+            taker_pnl = self._settle_fill(taker_acct, taker_pos, spec, side, lots, price)
+            maker_pnl = self._settle_fill(maker_acct, maker_pos, spec, -side, lots, price)
             trade_id = self.next_trade_id
             self.next_trade_id += 1
             market.last_trade_ticks = price
@@ -992,6 +995,7 @@ class Engine:
                 lots_by_symbol[symbol] += pos.size_lots
                 if not pos.size_lots:
                     assert pos.cost_atoms == 0, f"{acct.name}/{symbol}: cost without position"
+                    assert pos.margin.balance == 0, f"{acct.name}/{symbol}: margin left behind"
                 if not pos.isolated:
                     assert pos.margin.balance == 0, f"{acct.name}/{symbol}: cross with margin"
                 buy = sum(o.remaining_lots for o in pos.open_orders.values() if o.side == BUY)
