@@ -59,6 +59,11 @@ MAX_AMOUNT_ATOMS: Final = 2**62  # no single deposit, withdrawal or transfer is 
 
 _CEIL = Rounding.CEIL
 _FLOOR = Rounding.FLOOR
+# Enum members as module constants: the hot path compares against them on every order.
+_MARKET: Final = OrderType.MARKET
+_GTC: Final = TimeInForce.GTC
+_FOK: Final = TimeInForce.FOK
+_GTX: Final = TimeInForce.GTX
 
 
 class EngineError(Exception):
@@ -158,7 +163,7 @@ class Account:
 
 
 class MarketState:
-    __slots__ = ("book", "index_ticks", "last_trade_ticks", "mark_ticks", "spec")
+    __slots__ = ("book", "index_ticks", "last_trade_ticks", "leverage_caps", "mark_ticks", "spec")
 
     def __init__(self, spec: MarketSpec) -> None:
         self.spec = spec
@@ -166,6 +171,13 @@ class MarketState:
         self.index_ticks = 0  # 0 until the first oracle tick
         self.mark_ticks = 0
         self.last_trade_ticks = 0
+        self.leverage_caps: dict[int, int] = {}  # cache of spec.max_notional_atoms_at
+
+    def max_notional_atoms_at(self, leverage: int) -> int:
+        cap = self.leverage_caps.get(leverage)
+        if cap is None:
+            cap = self.leverage_caps[leverage] = self.spec.max_notional_atoms_at(leverage)
+        return cap
 
 
 class AccountFigures(msgspec.Struct, frozen=True):
@@ -253,12 +265,24 @@ class Engine:
             mm += spec.maintenance_margin_atoms(notional)
         return upnl, im, mm
 
+    def _cross_upnl_im(self, acct: Account) -> tuple[int, int]:
+        """(uPnL, IM at mark) of the cross positions: `_cross_sums` without the MM (hot path)."""
+        upnl = im = 0
+        for pos in acct.positions.values():
+            if not pos.size_lots or pos.isolated:
+                continue
+            market = self.markets[pos.symbol]
+            value = pos.size_lots * market.mark_ticks * market.spec.atoms_per_tick_lot
+            upnl += value - pos.cost_atoms
+            im += div(abs(value), pos.leverage, _CEIL)
+        return upnl, im
+
     def _spec_mark(self, symbol: str) -> tuple[MarketSpec, int]:
         m = self.markets[symbol]
         return m.spec, m.mark_ticks
 
     def available_atoms(self, acct: Account) -> int:
-        upnl, im, _ = self._cross_sums(acct)
+        upnl, im = self._cross_upnl_im(acct)
         return acct.wallet.balance + upnl - im - acct.reserved_atoms
 
     def account_figures(self, name: str) -> AccountFigures:
@@ -440,7 +464,7 @@ class Engine:
         if side != BUY and side != SELL:
             raise EngineError(f"side {side!r}")
         qty = cmd.qty_lots
-        is_market = cmd.order_type == OrderType.MARKET
+        is_market = cmd.order_type == _MARKET
         if qty <= 0:
             raise EngineError("quantity must be positive (the edge checks it)")
         if qty > (spec.max_market_qty_lots if is_market else spec.max_limit_qty_lots):
@@ -479,9 +503,9 @@ class Engine:
         book = market.book
         tif = cmd.time_in_force
         stp_account = cmd.account
-        if not is_market and tif == TimeInForce.GTX and book.crosses(side, price):
+        if not is_market and tif == _GTX and book.crosses(side, price):
             return self._reject(cmd, Reason.POST_ONLY_WOULD_CROSS)
-        if not is_market and tif == TimeInForce.FOK:
+        if not is_market and tif == _FOK:
             fillable, _ = book.walk(side, limit, qty, stp_account)
             if fillable < qty:
                 return self._reject(cmd, Reason.FOK_NOT_FILLABLE)
@@ -503,7 +527,7 @@ class Engine:
             exposure = max(size * side, 0) + open_same + opening
             if exposure > spec.max_position_lots:
                 return self._reject(cmd, Reason.POSITION_BOUND)
-            if exposure * (price or mark) * k > spec.max_notional_atoms_at(leverage):
+            if exposure * (price or mark) * k > market.max_notional_atoms_at(leverage):
                 return self._reject(cmd, Reason.POSITION_OVER_LEVERAGE_CAP)
             if opening:
                 if is_market:
@@ -520,10 +544,8 @@ class Engine:
                 # so an order that would be underwater on fill needs the margin to carry it.
                 open_loss_ticks = max(0, side * (open_quote - open_lots * mark))
                 cost = div(open_quote * k, leverage, _CEIL) + open_loss_ticks * k
-                if cost:
-                    upnl, im, _ = self._cross_sums(acct)
-                    if cost > acct.wallet.balance + upnl - im - acct.reserved_atoms:
-                        return self._reject(cmd, Reason.INSUFFICIENT_MARGIN)
+                if cost and cost > self.available_atoms(acct):
+                    return self._reject(cmd, Reason.INSUFFICIENT_MARGIN)
                 reserved = cost
         # ---- commit (nothing below can fail) ------------------------------------------------
         if acct.name not in self.accounts:
@@ -565,7 +587,9 @@ class Engine:
             self._settle_match(market, acct, pos, order, result.fills, events, touched)
         left = order.remaining_lots
         if left:
-            if not is_market and tif == TimeInForce.GTC and not result.self_trade:
+            # GTX (post-only) that passed the crossing check rests like GTC; it took nothing.
+            resting_tif = tif in (_GTC, _GTX)
+            if not is_market and resting_tif and not result.self_trade:
                 book.add(order)
             else:
                 if result.self_trade:

@@ -308,7 +308,10 @@ def parse_bracket_csv(text: str, snapshot_date: str | None = None) -> dict[str, 
 def parse_binance_tiers_json(text: str, symbol: str) -> list[Bracket]:
     """Brackets of one symbol from a ccxt `fetch_leverage_tiers` dump ("BTC/USDT:USDT" keys)."""
     data: dict[str, Any] = json.loads(text)
-    key = next((k for k in data if k.replace("/", "").split(":")[0] == symbol), None)
+    # Only the perpetual: "BTC/USDT:USDT", never a dated delivery contract "BTC/USDT:USDT-241227".
+    key = next(
+        (k for k in data if "-" not in k and k.replace("/", "").split(":")[0] == symbol), None
+    )
     if key is None:
         raise MarketError(f"{symbol}: not in the leverage-tier file")
     tiers = sorted(data[key], key=lambda t: int(t["tier"]))
