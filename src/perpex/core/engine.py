@@ -376,6 +376,7 @@ class Engine:
                 return [RequestRejected(cmd.account, cmd.symbol, Reason.POSITION_OVER_LEVERAGE_CAP)]
         acct = self._account_for_write(cmd.account)
         self._position_for_write(acct, cmd.symbol).leverage = cmd.leverage
+        self._reserve_orders(acct, cmd.symbol, market)
         return [LeverageChanged(cmd.account, cmd.symbol, cmd.leverage)]
 
     def _set_margin_mode(self, cmd: SetMarginMode) -> list[Event]:
@@ -602,6 +603,7 @@ class Engine:
                 events.append(OrderCanceled(order_id, acct.name, cmd.symbol, left, reason))
         for other in touched.values():
             self._trim_reduce_only(other, cmd.symbol, market, events)
+            self._reserve_orders(other, cmd.symbol, market)
         return events
 
     def _register(self, acct: Account, pos: Position, order: Order) -> None:
@@ -838,7 +840,41 @@ class Engine:
         market = self.markets[cmd.symbol]
         events: list[Event] = []
         self._end_order(acct, acct.positions[cmd.symbol], market, order, EndReason.CANCELED, events)
+        self._reserve_orders(acct, cmd.symbol, market)
         return events
+
+    def _reserve_orders(self, acct: Account, symbol: str, market: MarketState) -> None:
+        """Re-price the margin held for the pair's open orders after its position changed.
+
+        Oldest first, the first |position| lots on the closing side are free (they close);
+        everything else opens exposure and holds IM at the order price plus the open loss
+        against the current mark, as at placement. Without this an order placed to close a
+        position that is gone since would open one with no margin behind it.
+        """
+        pos = acct.positions.get(symbol)
+        if pos is None or not pos.open_orders:
+            return
+        size = pos.size_lots
+        closing_side = SELL if size > 0 else BUY
+        free = abs(size)
+        k = market.spec.atoms_per_tick_lot
+        mark = market.mark_ticks
+        leverage = pos.leverage
+        delta = 0
+        for order in pos.open_orders.values():  # insertion order: oldest first
+            if order.reduce_only:
+                continue  # reduce-only orders never hold margin (they are trimmed instead)
+            opening = order.remaining_lots
+            if free and order.side == closing_side:
+                closing = min(opening, free)
+                free -= closing
+                opening -= closing
+            price = order.price_ticks
+            open_loss_ticks = max(0, order.side * (price - mark)) * opening
+            reserved = div(opening * price * k, leverage, _CEIL) + open_loss_ticks * k
+            delta += reserved - order.reserved_atoms
+            order.reserved_atoms = reserved
+        acct.reserved_atoms += delta
 
     # == canonical state ======================================================================
     @staticmethod
