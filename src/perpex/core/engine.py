@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -27,6 +27,7 @@ from perpex.core.messages import (
     Command,
     Deposit,
     Deposited,
+    DepositInsurance,
     EndReason,
     Event,
     IndexUpdated,
@@ -50,6 +51,9 @@ from perpex.core.messages import (
     Withdrawn,
 )
 from perpex.core.units import PPM, Rounding, div
+
+if TYPE_CHECKING:
+    from perpex.core.liquidation import LiquidationConfig, Liquidator
 
 # Limits (every loop and collection has one).
 MAX_ACCOUNTS: Final = 10_000_000
@@ -198,7 +202,19 @@ class AccountFigures(msgspec.Struct, frozen=True):
 class Engine:
     """Single-writer state machine over a fixed set of markets."""
 
-    def __init__(self, markets: Sequence[MarketSpec], mark_mode: str = "index") -> None:
+    def __init__(
+        self,
+        markets: Sequence[MarketSpec],
+        mark_mode: str = "index",
+        *,
+        insurance_fund_atoms: int = 0,
+        liquidation: LiquidationConfig | None = None,
+    ) -> None:
+        # liquidation.py builds on this module's Order/Account types, hence the late import.
+        from perpex.core.liquidation import LiquidationConfig, Liquidator
+
+        if not 0 <= insurance_fund_atoms <= MAX_AMOUNT_ATOMS:
+            raise EngineError(f"insurance_fund_atoms {insurance_fund_atoms} out of range")
         if mark_mode != "index":
             raise EngineError(f"mark_mode {mark_mode!r} is not supported (only 'index')")
         self.mark_mode = mark_mode
@@ -212,6 +228,12 @@ class Engine:
         self.clock_ns = 0
         self.next_order_id = 1
         self.next_trade_id = 1
+        # Accounts with a non-zero position, per symbol: who the risk pass screens. Kept where
+        # sizes change (`_settle_fill`), rebuilt by `restore`, recomputed by the invariants.
+        self.holders: dict[str, set[str]] = {symbol: set() for symbol in self.markets}
+        self.liquidator: Liquidator = Liquidator(self, liquidation or LiquidationConfig())
+        if insurance_fund_atoms:  # the fund's seed comes from outside, like a deposit
+            self.ledger.transfer(self.ledger.external, self.ledger.insurance, insurance_fund_atoms)
         self._handlers: dict[type[Command], Callable[[Any], list[Event]]] = {
             PlaceOrder: self._place_order,
             CancelOrder: self._cancel_order,
@@ -222,6 +244,7 @@ class Engine:
             AdjustIsolatedMargin: self._adjust_isolated_margin,
             UpdateIndex: self._update_index,
             AdvanceClock: self._advance_clock,
+            DepositInsurance: self.liquidator.deposit_insurance,
         }
 
     # == dispatch =============================================================================
@@ -433,9 +456,12 @@ class Engine:
         spec = market.spec
         if not spec.min_price_ticks <= cmd.index_ticks <= spec.max_price_ticks:
             return [RequestRejected("", cmd.symbol, Reason.PRICE_OUT_OF_RANGE)]
+        old_mark_ticks = market.mark_ticks
         market.index_ticks = cmd.index_ticks
         market.mark_ticks = cmd.index_ticks  # mark_mode "index"
-        return [IndexUpdated(cmd.symbol, market.index_ticks, market.mark_ticks)]
+        events: list[Event] = [IndexUpdated(cmd.symbol, market.index_ticks, market.mark_ticks)]
+        self.liquidator.run_pass(cmd.symbol, old_mark_ticks, events)  # DESIGN.md §5
+        return events
 
     def _advance_clock(self, cmd: AdvanceClock) -> list[Event]:
         if cmd.ts_ns < self.clock_ns:
@@ -601,9 +627,10 @@ class Engine:
                     reason = EndReason.IOC_REMAINDER
                 self._unregister(acct, pos, order)
                 events.append(OrderCanceled(order_id, acct.name, cmd.symbol, left, reason))
-        for other in touched.values():
-            self._trim_reduce_only(other, cmd.symbol, market, events)
-            self._reserve_orders(other, cmd.symbol, market)
+        if result.fills:  # positions moved: re-price the margin of the makers' and our orders
+            for other in touched.values():
+                self._trim_reduce_only(other, cmd.symbol, market, events)
+                self._reserve_orders(other, cmd.symbol, market)
         return events
 
     def _register(self, acct: Account, pos: Position, order: Order) -> None:
@@ -643,13 +670,16 @@ class Engine:
         fills: list[tuple[RestingOrder, int, int]],
         events: list[Event],
         touched: dict[str, Account],
+        *,
+        taker_fee_ppm: int | None = None,  # a liquidation order pays none
+        liquidation: bool = False,
     ) -> None:
         spec = market.spec
         symbol = spec.symbol
         k = spec.atoms_per_tick_lot
         ledger = self.ledger
         accounts = self.accounts
-        taker_ppm = spec.taker_fee_ppm
+        taker_ppm = spec.taker_fee_ppm if taker_fee_ppm is None else taker_fee_ppm
         maker_ppm = spec.maker_fee_ppm
         side = taker.side
         for maker, lots, price in fills:
@@ -699,6 +729,7 @@ class Engine:
                     maker_fee,
                     taker_pnl,
                     maker_pnl,
+                    liquidation,
                 )
             )
             events.append(
@@ -780,7 +811,15 @@ class Engine:
             pos.cost_atoms += side * notional
             if pos.isolated:
                 ledger.transfer(acct.wallet, pos.margin, div(notional, pos.leverage, _CEIL))
+        if not size or not pos.size_lots:  # opened from flat or closed to flat
+            self._update_holder(acct.name, pos)
         return realized
+
+    def _update_holder(self, account: str, pos: Position) -> None:
+        if pos.size_lots:
+            self.holders[pos.symbol].add(account)
+        else:
+            self.holders[pos.symbol].discard(account)
 
     def _trim_reduce_only(
         self, acct: Account, symbol: str, market: MarketState, events: list[Event]
@@ -839,8 +878,11 @@ class Engine:
             return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_ORDER)]
         market = self.markets[cmd.symbol]
         events: list[Event] = []
-        self._end_order(acct, acct.positions[cmd.symbol], market, order, EndReason.CANCELED, events)
-        self._reserve_orders(acct, cmd.symbol, market)
+        pos = acct.positions[cmd.symbol]
+        self._end_order(acct, pos, market, order, EndReason.CANCELED, events)
+        if pos.size_lots * order.side < 0 and not order.reduce_only:
+            # It held part of the closing allowance; later closing orders may now get it.
+            self._reserve_orders(acct, cmd.symbol, market)
         return events
 
     def _reserve_orders(self, acct: Account, symbol: str, market: MarketState) -> None:
@@ -869,9 +911,15 @@ class Engine:
                 closing = min(opening, free)
                 free -= closing
                 opening -= closing
-            price = order.price_ticks
-            open_loss_ticks = max(0, order.side * (price - mark)) * opening
-            reserved = div(opening * price * k, leverage, _CEIL) + open_loss_ticks * k
+            if opening:
+                price = order.price_ticks
+                # ceil(notional / leverage), inlined on this hot path (both are positive)
+                reserved = -(-(opening * price * k) // leverage)
+                loss_ticks = price - mark if order.side > 0 else mark - price
+                if loss_ticks > 0:
+                    reserved += loss_ticks * opening * k
+            else:
+                reserved = 0
             delta += reserved - order.reserved_atoms
             order.reserved_atoms = reserved
         acct.reserved_atoms += delta
@@ -957,7 +1005,8 @@ class Engine:
                 )
             accounts.append([name, acct.wallet.balance, acct.reserved_atoms, positions])
         ledger = [b.balance for b in self.ledger.system_buckets()]
-        return [self.mark_mode, self.clock_ns, markets, accounts, ledger]
+        liquidation = self.liquidator.record()  # its config and the queue of the next pass
+        return [self.mark_mode, self.clock_ns, markets, accounts, ledger, liquidation]
 
     def state_hash(self) -> str:
         encoded = msgspec.msgpack.encode(self._economic_state())
@@ -980,9 +1029,10 @@ class Engine:
         data = msgspec.msgpack.decode(blob)
         if data.get("version") != SNAPSHOT_VERSION:
             raise EngineError(f"snapshot version {data.get('version')} != {SNAPSHOT_VERSION}")
-        mark_mode, clock_ns, markets, accounts, ledger = data["state"]
+        mark_mode, clock_ns, markets, accounts, ledger, liquidation = data["state"]
         specs = [_spec_from_record(m[0]) for m in markets]
         engine = cls(specs, mark_mode)
+        engine.liquidator.load(liquidation)
         engine.clock_ns = clock_ns
         engine.next_order_id = data["next_order_id"]
         engine.next_trade_id = data["next_trade_id"]
@@ -1003,6 +1053,8 @@ class Engine:
                     cost,
                 )
                 pos.margin.balance = margin
+                if size:
+                    engine.holders[symbol].add(name)
                 for r in order_records:
                     o = Order(
                         r[0],
@@ -1073,6 +1125,14 @@ class Engine:
         assert self.ledger.settlement.balance + cost_sum == 0, "settlement != -open cost basis"
         for symbol, lots in lots_by_symbol.items():
             assert lots == 0, f"{symbol}: long lots != short lots ({lots})"
+        assert self.ledger.insurance.balance >= 0, "insurance fund below zero"
+        for symbol in self.markets:
+            holders = {
+                n
+                for n, a in self.accounts.items()
+                if (p := a.positions.get(symbol)) and p.size_lots
+            }
+            assert self.holders[symbol] == holders, f"{symbol}: holder index drifted"
         for symbol, m in self.markets.items():
             m.book.validate_internal_state()
             assert {o.order_id for o in m.book.orders()} == resting[symbol], "book != open orders"
@@ -1092,7 +1152,7 @@ class Engine:
         return -lg.external.balance, total
 
 
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2  # 2: the liquidation record joined the state
 
 
 def _spec_from_record(r: list[Any]) -> MarketSpec:
