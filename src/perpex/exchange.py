@@ -8,6 +8,8 @@ that raises has changed nothing: `state_hash()` is the same before and after.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Final
 
 from perpex.core.engine import Engine
 from perpex.core.engine import Order as EngineOrder
+from perpex.core.liquidation import LiquidationConfig
 from perpex.core.margin import bankruptcy_price_ticks, liquidation_price_ticks
 from perpex.core.markets import Market, MarketSpec, compile_market
 from perpex.core.messages import (
@@ -26,8 +29,10 @@ from perpex.core.messages import (
     CancelOrder,
     Command,
     Deposit,
+    DepositInsurance,
     EndReason,
     Event,
+    InsuranceFundChanged,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
@@ -62,6 +67,7 @@ from perpex.errors import (
     not_required,
     too_precise,
 )
+from perpex.journal import JournaledEngine
 
 CLIENT_ORDER_ID_RE: Final = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 ACCOUNT_RE: Final = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
@@ -128,6 +134,15 @@ class Account:
     max_withdraw_amount: Decimal
 
 
+@dataclass(frozen=True)
+class InsuranceFundChange:
+    delta: Decimal  # > 0 into the fund, < 0 paid out
+    balance: Decimal  # after the change
+    reason: str  # DEPOSIT, CLEARANCE_FEE, LIQUIDATION_SURPLUS, LIQUIDATION_DEFICIT
+    account: str  # the liquidated account ("" for a deposit)
+    symbol: str
+
+
 def _fraction_to_decimal(value: Fraction, places: int) -> Decimal:
     """Round half-even to `places` decimals (display only; triggers compare exactly)."""
     scaled = round(value * 10**places)
@@ -146,7 +161,18 @@ class Exchange:
         markets: Sequence[Market] | None = None,
         mark_price: str = "index",
         start_time: datetime | str | int | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        snapshot_every: int = 10_000,
+        insurance_fund: object = None,
+        liquidation: LiquidationConfig | None = None,
     ) -> None:
+        fund_atoms = 0
+        if insurance_fund is not None:
+            try:
+                zero = to_decimal(insurance_fund) == 0
+            except ParseError:
+                zero = False
+            fund_atoms = 0 if zero else self._amount_atoms(insurance_fund)
         if mark_price != "index":
             raise ValueError(
                 f"mark_price={mark_price!r}: only 'index' (mark = index) exists so far; the "
@@ -154,16 +180,57 @@ class Exchange:
             )
         specs = [compile_market(m) for m in (markets if markets is not None else default_markets())]
         self._specs: dict[str, MarketSpec] = {s.symbol: s for s in specs}
-        self.engine = Engine(specs, mark_mode=mark_price)
+        self.engine = Engine(specs, mark_mode=mark_price, liquidation=liquidation)
         self._events: list[Event] = []
-        if start_time is not None:
+        self.journal: JournaledEngine | None = None
+        if journal is not None:
+            # Startup is recovery: open or create the file, restore, replay (the replayed
+            # events rebuild the log), check the invariants. Raises JournalError if it cannot.
+            self.journal = JournaledEngine(
+                journal,
+                specs,
+                mark_price,
+                snapshot_every=snapshot_every,
+                liquidation=liquidation,  # part of the journal's config fingerprint
+                on_events=self._events.extend,
+            )
+            self.engine = self.journal.engine
+        fresh = self.journal is None or self.journal.last_seq == 0
+        if start_time is not None and fresh:
             self._apply(AdvanceClock(_to_ns(start_time)))
+        if fund_atoms and fresh:  # the fund's seed, journaled like a deposit
+            self._apply(DepositInsurance(fund_atoms))
 
     # -- plumbing -------------------------------------------------------------------------
     def _apply(self, command: Command) -> list[Event]:
-        events = self.engine.apply(command)
+        if self.journal is None:
+            events = self.engine.apply(command)
+        else:
+            # Journaled (durable) before it is applied. A resent (account, client_order_id)
+            # gets its first answer back and changes nothing, not even the event log.
+            outcome = self.journal.submit(command)
+            if outcome.duplicate:
+                return outcome.events
+            events = outcome.events
         self._events.extend(events)
         return events
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Group commit: the commands of a `with ex.batch():` block share one transaction (one
+        fsync) and are durable when it exits; answers come back at once. No-op without a journal.
+        """
+        return self.journal.batch() if self.journal is not None else contextlib.nullcontext()
+
+    def close(self) -> None:
+        """Snapshot and close the journal, if there is one. Safe to call twice."""
+        if self.journal is not None:
+            self.journal.close()
+
+    def __enter__(self) -> Exchange:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _spec(self, symbol: object) -> MarketSpec:
         spec = self._specs.get(symbol) if isinstance(symbol, str) else None
@@ -581,6 +648,18 @@ class Exchange:
     def insurance_fund(self) -> Decimal:
         return atoms_to_decimal(self.engine.ledger.insurance.balance)
 
+    def insurance_fund_history(self) -> list[InsuranceFundChange]:
+        """Every change of the fund, oldest first, read from the event log (after a journal
+        recovery the log holds what was replayed since the last snapshot)."""
+        d = atoms_to_decimal
+        return [
+            InsuranceFundChange(
+                d(e.delta_atoms), d(e.balance_atoms), e.reason.name, e.account, e.symbol
+            )
+            for e in self._events
+            if isinstance(e, InsuranceFundChanged)
+        ]
+
     def fees_collected(self) -> Decimal:
         return atoms_to_decimal(self.engine.ledger.fees.balance)
 
@@ -608,4 +687,12 @@ def _to_ns(start_time: datetime | str | int) -> int:
     raise ValueError(f"start_time {start_time!r}: give seconds, an ISO string or a datetime")
 
 
-__all__ = ["Account", "Exchange", "ExchangeError", "Order", "Position", "to_decimal"]
+__all__ = [
+    "Account",
+    "Exchange",
+    "ExchangeError",
+    "InsuranceFundChange",
+    "Order",
+    "Position",
+    "to_decimal",
+]

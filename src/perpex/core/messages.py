@@ -63,6 +63,17 @@ class EndReason(enum.IntEnum):
     SELF_TRADE = 3  # expire-taker self-trade prevention
     PRICE_BAND = 4  # a market order reached the edge of the price band
     REDUCE_ONLY = 5  # a reduce-only order that no longer reduces anything
+    LIQUIDATION = 6  # canceled because its account is being liquidated
+    AUTO_DELEVERAGE = 7  # canceled because its position is being auto-deleveraged
+
+
+class FundReason(enum.IntEnum):
+    """Why the insurance fund's balance moved (`InsuranceFundChanged`)."""
+
+    CLEARANCE_FEE = 1  # the clearance fee of a liquidation closed better than bankruptcy
+    LIQUIDATION_SURPLUS = 2  # the rest of what the fills made over the bankruptcy price
+    LIQUIDATION_DEFICIT = 3  # paid to a trader closed past bankruptcy (negative delta)
+    DEPOSIT = 4  # money from outside (`DepositInsurance`)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -128,6 +139,12 @@ class AdvanceClock(Command, frozen=True):
     ts_ns: int
 
 
+class DepositInsurance(Command, frozen=True):
+    """Money from outside into the insurance fund (its seed, or a top-up)."""
+
+    amount_atoms: int
+
+
 AnyCommand = (
     Deposit
     | Withdraw
@@ -138,6 +155,7 @@ AnyCommand = (
     | PlaceOrder
     | CancelOrder
     | AdvanceClock
+    | DepositInsurance
 )
 
 # -- events ----------------------------------------------------------------------------------
@@ -230,6 +248,7 @@ class TradeExecuted(Event, frozen=True):
     maker_fee_atoms: int
     taker_realized_pnl_atoms: int
     maker_realized_pnl_atoms: int
+    liquidation: bool = False  # the taker is a liquidation order (Binance's forceOrder stream)
 
 
 class OrderCanceled(Event, frozen=True):
@@ -250,6 +269,43 @@ class PositionChanged(Event, frozen=True):
     isolated_margin_atoms: int
 
 
+class LiquidationTriggered(Event, frozen=True):
+    """A position (isolated) or a cross account reached its maintenance margin at the mark."""
+
+    account: str
+    symbol: str
+    isolated: bool
+    margin_balance_atoms: int  # isolated margin + uPnL, or cross wallet + cross uPnL
+    maint_margin_atoms: int  # of the position, or the sum over the cross positions
+
+
+class InsuranceFundChanged(Event, frozen=True):
+    delta_atoms: int  # > 0 into the fund, < 0 paid out
+    balance_atoms: int  # after the change
+    reason: FundReason
+    account: str  # the liquidated account it came from or went to
+    symbol: str
+
+
+class AutoDeleveraged(Event, frozen=True):
+    """A counterparty's position closed against a liquidated one at its bankruptcy price."""
+
+    symbol: str
+    liquidated_account: str
+    counterparty_account: str
+    qty_lots: int
+    price_ticks: int
+
+
+class MarginCall(Event, frozen=True):
+    """The margin ratio (MM / margin balance) crossed the warning level on a mark change."""
+
+    account: str
+    symbol: str  # the position's symbol (isolated), or the symbol whose mark moved (cross)
+    margin_ratio_ppm: int
+    isolated: bool
+
+
 AnyEvent = (
     Deposited
     | Withdrawn
@@ -264,4 +320,8 @@ AnyEvent = (
     | TradeExecuted
     | OrderCanceled
     | PositionChanged
+    | LiquidationTriggered
+    | InsuranceFundChanged
+    | AutoDeleveraged
+    | MarginCall
 )

@@ -1,0 +1,602 @@
+"""Liquidation: the risk pass after every mark change, the insurance fund and auto-deleveraging.
+
+Units: prices in ticks, sizes in lots, money in atoms, rates in ppm; k = atoms_per_tick_lot.
+This is the scalar path, exact `int`s and `Fraction`s only (the NumPy screen of `risk.py` is
+its fast twin and plugs in ahead of `Liquidator.screen`).
+
+The flow (DESIGN.md §5; MECHANICS.md §1.8, §2.3-2.4), run by the engine after every mark tick:
+
+1. Queued accounts first (left over by the previous pass), then the holders of the symbol are
+   screened: an isolated position is liquidatable when margin + uPnL <= its MM, a cross account
+   when cross wallet + Σ cross uPnL <= Σ cross MM. Most underwater first (equity <= 0 first,
+   deepest first; then margin ratio MM / equity, compared by cross-multiplication), ties by
+   account and symbol; at most `max_liquidations_per_tick` per pass, the rest queued. Fills of
+   one liquidation can make another account liquidatable (a stale bid above the new mark
+   buys the position), so the screen repeats in the same pass until nothing new turns up.
+2. Per account: exact recheck, `LiquidationTriggered`, cancel its orders (every symbol for a
+   cross account, that symbol for an isolated position), recheck, then close the whole
+   position: an IOC reduce-only liquidation order through the book (`book.match` and the
+   engine's normal settlement: makers get maker fills and pay maker fees, the liquidated side
+   pays no taker fee) limited at the bankruptcy price, rounded toward the trader's favour by
+   less than a tick (ceil when selling a long, floor when buying back a short).
+3. The trader keeps nothing of the margin behind the position: whatever the fills made over
+   the bankruptcy price goes to the INSURANCE bucket (the clearance fee first, then the rest).
+   What the book did not take at bankruptcy the fund takes over and closes through the book
+   at worse prices, no further than `max_fund_distance_ppm` from the mark and no further than
+   its balance can pay (so the fund never goes below zero), and it pays the deficit, leaving
+   the trader at exactly zero (non-recourse).
+4. What is still open is auto-deleveraged: the opposite positions ranked by PnL% × effective
+   leverage (`perpex.core.adl`, MECHANICS.md §2.4), each closed (partly if enough) at the
+   liquidated position's bankruptcy price, without fee, their orders in that symbol canceled.
+
+Bankruptcy price. Isolated: where margin + uPnL = 0 (`margin.bankruptcy_price_ticks`). Cross:
+the account's whole margin balance E stands behind all its cross positions; each position is
+given the share E × MM_i / Σ MM (dYdX's GetBankruptcyPriceInQuoteQuantums, MECHANICS.md §5.2),
+so its bankruptcy price is mark − share / (size × k). With one cross position that is exactly
+Binance's formula (wallet + other uPnL, §1.5); with several, no single position's price has to
+carry the whole account (which could put it past the market's price range and hand an ADL
+counterparty an absurd price). A liquidated cross account is closed completely: once the
+first position has given up its share, the rest of the account is at its MM or below.
+
+Accounting. Closing a position at its bankruptcy price leaves the margin behind it at the
+target (0 for an isolated position; E - share for a cross account). After all fills the
+difference between what is left and the target is moved, rounded up in the fund's favour:
+to the fund when positive, from the fund when negative. The fund's part of the book is planned
+so that this payment never exceeds its balance; ADL closes the rest at a price no worse for the
+trader than bankruptcy, so the trader never ends below the target.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+import msgspec
+
+from perpex.core.adl import AdlPosition, adl_queue
+from perpex.core.book import BUY, SELL
+from perpex.core.engine import MAX_AMOUNT_ATOMS, Order
+from perpex.core.messages import (
+    AutoDeleveraged,
+    DepositInsurance,
+    EndReason,
+    Event,
+    FundReason,
+    InsuranceFundChanged,
+    LiquidationTriggered,
+    MarginCall,
+    OrderAccepted,
+    OrderCanceled,
+    OrderType,
+    PositionChanged,
+    Reason,
+    RequestRejected,
+    TimeInForce,
+)
+from perpex.core.units import PPM, Rounding, div
+
+if TYPE_CHECKING:
+    from perpex.core.engine import Account, Engine, MarketState, Position
+    from perpex.core.ledger import Bucket
+    from perpex.core.markets import MarketSpec
+
+MAX_FUND_LEVELS: Final = 10_000  # book levels the fund walks for one position, at most
+
+
+class LiquidationConfig(msgspec.Struct, frozen=True, array_like=True):
+    """The liquidation engine's parameters (part of the state hash)."""
+
+    max_liquidations_per_tick: int = 50  # accounts handled per pass; the rest wait in a queue
+    clearance_fee_ppm: int = 5_000  # of the liquidated notional (Binance: "up to 0.5 %")
+    max_fund_distance_ppm: int = 100_000  # the fund closes no further than 10 % from the mark
+    margin_call_ppm: int = 800_000  # MarginCall when MM / margin balance crosses 80 %
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_liquidations_per_tick <= 1_000_000:
+            raise ValueError("max_liquidations_per_tick must be in [1, 1000000]")
+        if not 0 <= self.clearance_fee_ppm < PPM:
+            raise ValueError("clearance_fee_ppm must be in [0, 1000000)")
+        if not 0 < self.max_fund_distance_ppm < PPM:
+            raise ValueError("max_fund_distance_ppm must be in (0, 1000000)")
+        if not 0 < self.margin_call_ppm <= PPM:
+            raise ValueError("margin_call_ppm must be in (0, 1000000]")
+
+
+class Candidate(NamedTuple):
+    equity_atoms: int  # margin balance behind the position (isolated) or the account (cross)
+    maint_margin_atoms: int
+    account: str
+    symbol: str
+    isolated: bool
+
+
+def _more_underwater(a: Candidate, b: Candidate) -> int:
+    """Sort order: equity <= 0 first (deepest first), then the larger MM / equity, then names."""
+    a_bust, b_bust = a.equity_atoms <= 0, b.equity_atoms <= 0
+    if a_bust != b_bust:
+        return -1 if a_bust else 1
+    if a_bust:
+        if a.equity_atoms != b.equity_atoms:
+            return -1 if a.equity_atoms < b.equity_atoms else 1
+    else:
+        # MM_a / E_a > MM_b / E_b, both equities positive: cross-multiply, exactly.
+        lhs = a.maint_margin_atoms * b.equity_atoms
+        rhs = b.maint_margin_atoms * a.equity_atoms
+        if lhs != rhs:
+            return -1 if lhs > rhs else 1
+    ka, kb = (a.account, a.symbol), (b.account, b.symbol)
+    return -1 if ka < kb else (1 if ka > kb else 0)
+
+
+def _upnl_mm(spec: MarketSpec, mark_ticks: int, pos: Position) -> tuple[int, int]:
+    """(uPnL, MM) of one position at a mark."""
+    value = pos.size_lots * mark_ticks * spec.atoms_per_tick_lot
+    return value - pos.cost_atoms, spec.maintenance_margin_atoms(abs(value))
+
+
+def _ratio_at_least(equity_atoms: int, maint_margin_atoms: int, level_ppm: int) -> bool:
+    """MM / equity >= level (always, when equity <= 0)."""
+    return equity_atoms <= 0 or maint_margin_atoms * PPM >= level_ppm * equity_atoms
+
+
+class Liquidator:
+    """The engine's liquidation state (config and queue) and the risk pass that uses it."""
+
+    __slots__ = ("config", "engine", "queue")
+
+    def __init__(self, engine: Engine, config: LiquidationConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.queue: list[tuple[str, str]] = []  # (account, symbol) waiting for the next pass
+
+    # -- state --------------------------------------------------------------------------------
+    def record(self) -> list[Any]:
+        c = self.config
+        return [
+            [
+                c.max_liquidations_per_tick,
+                c.clearance_fee_ppm,
+                c.max_fund_distance_ppm,
+                c.margin_call_ppm,
+            ],
+            [[account, symbol] for account, symbol in self.queue],
+        ]
+
+    def load(self, record: list[Any]) -> None:
+        config, queue = record
+        self.config = LiquidationConfig(*config)
+        self.queue = [(account, symbol) for account, symbol in queue]
+
+    # -- commands -----------------------------------------------------------------------------
+    def deposit_insurance(self, cmd: DepositInsurance) -> list[Event]:
+        if not 0 < cmd.amount_atoms <= MAX_AMOUNT_ATOMS:
+            return [RequestRejected("", "", Reason.INVALID_AMOUNT)]
+        ledger = self.engine.ledger
+        events: list[Event] = []
+        self._fund(ledger.external, cmd.amount_atoms, FundReason.DEPOSIT, "", "", events)
+        return events
+
+    # -- figures ------------------------------------------------------------------------------
+    def cross_figures(
+        self, acct: Account, symbol: str | None = None, mark_ticks: int = 0
+    ) -> tuple[int, int]:
+        """(cross wallet + Σ cross uPnL, Σ cross MM), optionally with `symbol` at `mark_ticks`."""
+        markets = self.engine.markets
+        upnl = mm = 0
+        for pos in acct.positions.values():
+            if not pos.size_lots or pos.isolated:
+                continue
+            market = markets[pos.symbol]
+            mark = mark_ticks if pos.symbol == symbol else market.mark_ticks
+            u, m = _upnl_mm(market.spec, mark, pos)
+            upnl += u
+            mm += m
+        return acct.wallet.balance + upnl, mm
+
+    def figures(self, acct: Account, pos: Position) -> tuple[int, int]:
+        """(equity, MM) that decide whether the position (isolated) or account (cross) goes."""
+        if pos.isolated:
+            market = self.engine.markets[pos.symbol]
+            upnl, mm = _upnl_mm(market.spec, market.mark_ticks, pos)
+            return pos.margin.balance + upnl, mm
+        return self.cross_figures(acct)
+
+    # -- the pass -----------------------------------------------------------------------------
+    def run_pass(self, symbol: str, old_mark_ticks: int, events: list[Event]) -> None:
+        """Everything a mark change of `symbol` sets off: margin calls and liquidations."""
+        budget = self.config.max_liquidations_per_tick
+        dirty = {symbol}  # symbols whose books or positions this pass changed
+        queued, self.queue = self.queue, []
+        for account, sym in queued:
+            if budget:
+                budget -= 1
+                self._liquidate(account, sym, events, dirty)
+            else:
+                self.queue.append((account, sym))
+        if old_mark_ticks:
+            self._margin_calls(symbol, old_mark_ticks, events)
+        # Screen again after every round: the fills of one liquidation can sink another account
+        # (a cascade). Bounded: every round with candidates spends at least one unit of the
+        # budget; once it is spent, what the last screen found waits in the queue.
+        while True:
+            waiting = set(self.queue)
+            candidates = [
+                c
+                for s in sorted(dirty)
+                for c in self.screen(s)
+                if (c.account, c.symbol) not in waiting
+            ]
+            if not candidates:
+                return
+            candidates.sort(key=functools.cmp_to_key(_more_underwater))
+            seen_cross: set[str] = set()
+            for c in candidates:
+                if not c.isolated:
+                    if c.account in seen_cross:
+                        continue  # one cross account, found through two of its symbols
+                    seen_cross.add(c.account)
+                if budget:
+                    budget -= 1
+                    self._liquidate(c.account, c.symbol, events, dirty)
+                else:
+                    self.queue.append((c.account, c.symbol))
+            if waiting != set(self.queue):
+                return  # the budget ran out in this round
+
+    def screen(self, symbol: str) -> list[Candidate]:
+        """Liquidatable holders of `symbol` (unordered; the caller sorts)."""
+        engine = self.engine
+        found: list[Candidate] = []
+        for name in engine.holders[symbol]:
+            acct = engine.accounts[name]
+            pos = acct.positions[symbol]
+            equity, mm = self.figures(acct, pos)
+            if equity <= mm:
+                found.append(Candidate(equity, mm, name, symbol, pos.isolated))
+        return found
+
+    def _margin_calls(self, symbol: str, old_mark_ticks: int, events: list[Event]) -> None:
+        """MarginCall for holders whose ratio crossed the warning level with this mark move."""
+        engine = self.engine
+        market = engine.markets[symbol]
+        spec = market.spec
+        level = self.config.margin_call_ppm
+        for name in sorted(engine.holders[symbol]):
+            acct = engine.accounts[name]
+            pos = acct.positions[symbol]
+            if pos.isolated:
+                upnl, mm = _upnl_mm(spec, market.mark_ticks, pos)
+                equity = pos.margin.balance + upnl
+                old_upnl, old_mm = _upnl_mm(spec, old_mark_ticks, pos)
+                old_equity = pos.margin.balance + old_upnl
+            else:
+                equity, mm = self.cross_figures(acct)
+                old_equity, old_mm = self.cross_figures(acct, symbol, old_mark_ticks)
+            if equity <= mm:
+                continue  # liquidated instead
+            if _ratio_at_least(equity, mm, level) and not _ratio_at_least(
+                old_equity, old_mm, level
+            ):
+                ratio_ppm = div(mm * PPM, equity, Rounding.CEIL)
+                events.append(MarginCall(name, symbol, ratio_ppm, pos.isolated))
+
+    # -- one account --------------------------------------------------------------------------
+    def _liquidate(self, account: str, symbol: str, events: list[Event], dirty: set[str]) -> bool:
+        """Recheck and, if still at or below MM, liquidate. True when it was liquidated."""
+        acct = self.engine.accounts.get(account)
+        pos = None if acct is None else acct.positions.get(symbol)
+        if acct is None or pos is None or not pos.size_lots:
+            return False
+        equity, mm = self.figures(acct, pos)
+        if equity > mm:
+            return False
+        events.append(LiquidationTriggered(account, symbol, pos.isolated, equity, mm))
+        self._cancel_orders(acct, pos, events)
+        # Open orders do not count in the trigger (equity vs MM), but Binance rechecks after
+        # canceling and so do we: a rule that changes would otherwise silently over-liquidate.
+        equity, mm = self.figures(acct, pos)
+        if equity > mm:
+            return True
+        self._close(acct, pos, events, dirty)
+        if not pos.isolated:
+            # The first position gave up its share of the margin balance; what is left stands
+            # behind the rest at their MM or below, so the whole cross account goes.
+            for other_symbol in sorted(acct.positions):
+                other = acct.positions[other_symbol]
+                if other.isolated or not other.size_lots:
+                    continue
+                equity, mm = self.cross_figures(acct)
+                if equity > mm:
+                    break
+                events.append(LiquidationTriggered(account, other_symbol, False, equity, mm))
+                self._close(acct, other, events, dirty)
+        return True
+
+    def _cancel_orders(self, acct: Account, pos: Position, events: list[Event]) -> None:
+        engine = self.engine
+        if pos.isolated:
+            orders = [pos.open_orders[oid] for oid in sorted(pos.open_orders)]
+        else:
+            orders = [acct.orders[oid] for oid in sorted(acct.orders)]
+        for order in orders:
+            market = engine.markets[order.symbol]
+            owner = acct.positions[order.symbol]
+            engine._end_order(acct, owner, market, order, EndReason.LIQUIDATION, events)
+
+    # -- one position -------------------------------------------------------------------------
+    def _close(self, acct: Account, pos: Position, events: list[Event], dirty: set[str]) -> None:
+        """Close the whole position: book at bankruptcy, then the fund, then ADL; settle."""
+        engine = self.engine
+        ledger = engine.ledger
+        market = engine.markets[pos.symbol]
+        spec = market.spec
+        k = spec.atoms_per_tick_lot
+        mark = market.mark_ticks
+        size = pos.size_lots
+        close_side = SELL if size > 0 else BUY
+        dirty.add(spec.symbol)
+        wallet_before = acct.wallet.balance
+        isolated = pos.isolated
+
+        def equity_now() -> int:
+            """Margin behind the position now (isolated: incl. what fills released)."""
+            if isolated:
+                upnl = pos.size_lots * mark * k - pos.cost_atoms
+                return pos.margin.balance + acct.wallet.balance - wallet_before + upnl
+            return self.cross_figures(acct)[0]
+
+        equity = equity_now()
+        if isolated:
+            share = Fraction(equity)
+        else:
+            total_mm = self.cross_figures(acct)[1]
+            share = Fraction(equity * _upnl_mm(spec, mark, pos)[1], total_mm)
+        target = equity - share  # what is left behind the account once the position is gone
+        bankruptcy = mark - share / (size * k)
+        # Never worse than bankruptcy for the trader; within the market's price range.
+        rounded = math.ceil(bankruptcy) if size > 0 else math.floor(bankruptcy)
+        price = min(max(rounded, spec.min_price_ticks), spec.max_price_ticks)
+        worse_than_bankruptcy = (price < bankruptcy) if size > 0 else (price > bankruptcy)
+
+        closed_quote_ticks = 0  # Σ price x lots of the closing fills, for the clearance fee
+        # 1. the liquidation order through the book, at the bankruptcy price or better
+        closed_quote_ticks += self._match(acct, pos, market, close_side, price, abs(size), events)
+        # 2. the fund takes over what is left and closes it past bankruptcy, within bounds
+        left = abs(pos.size_lots)
+        if left:
+            room = equity_now() + pos.size_lots * (price - mark) * k - target
+            lots, worst = self._fund_plan(market, close_side, price, left, room)
+            if lots:
+                closed_quote_ticks += self._match(
+                    acct, pos, market, close_side, worst, lots, events
+                )
+        # 3. auto-deleveraging for the rest, at the bankruptcy price
+        left = abs(pos.size_lots)
+        if left:
+            self._deleverage(acct, pos, market, price, events)
+            closed_quote_ticks += left * price
+        assert pos.size_lots == 0 and pos.margin.balance == 0, "liquidated position not closed"
+        # 4. the trader keeps nothing over the target; the fund pays what is missing
+        transfer = math.ceil(equity_now() - target)
+        name, symbol = acct.name, spec.symbol
+        if transfer > 0:
+            fee = min(
+                div(closed_quote_ticks * k * self.config.clearance_fee_ppm, PPM, Rounding.CEIL),
+                transfer,
+            )
+            if fee:
+                self._fund(acct.wallet, fee, FundReason.CLEARANCE_FEE, name, symbol, events)
+            if transfer > fee:
+                self._fund(
+                    acct.wallet,
+                    transfer - fee,
+                    FundReason.LIQUIDATION_SURPLUS,
+                    name,
+                    symbol,
+                    events,
+                )
+        elif transfer < 0:
+            # The fund plan keeps this within the balance. Only a bankruptcy price outside the
+            # market's price range (clamped above) can ask for more; the fund still never goes
+            # below zero, and what it cannot pay stays visible on the trader's wallet.
+            paid = min(-transfer, ledger.insurance.balance)
+            if paid:
+                self._fund(acct.wallet, -paid, FundReason.LIQUIDATION_DEFICIT, name, symbol, events)
+        # Non-recourse, where it is written: the trader ends at the target (less than an atom
+        # below it for a cross share), never below; an isolated trader's wallet is untouched.
+        assert worse_than_bankruptcy or equity_now() > target - 1, "trader left below target"
+        assert worse_than_bankruptcy or not isolated or acct.wallet.balance == wallet_before
+
+    def _fund(
+        self,
+        source: Bucket,
+        atoms: int,
+        reason: FundReason,
+        account: str,
+        symbol: str,
+        events: list[Event],
+    ) -> None:
+        """Move `atoms` from `source` into the fund (negative: out of the fund) and say so."""
+        ledger = self.engine.ledger
+        ledger.transfer(source, ledger.insurance, atoms)
+        events.append(
+            InsuranceFundChanged(atoms, ledger.insurance.balance, reason, account, symbol)
+        )
+
+    def _match(
+        self,
+        acct: Account,
+        pos: Position,
+        market: MarketState,
+        side: int,
+        limit_ticks: int,
+        qty_lots: int,
+        events: list[Event],
+    ) -> int:
+        """An IOC reduce-only liquidation order through the book; returns Σ price x lots."""
+        engine = self.engine
+        symbol = market.spec.symbol
+        order_id = engine.next_order_id
+        engine.next_order_id += 1
+        order = Order(
+            order_id,
+            acct.name,
+            symbol,
+            side,
+            OrderType.LIMIT,
+            TimeInForce.IOC,
+            limit_ticks,
+            qty_lots,
+            True,
+            None,
+            0,
+        )
+        events.append(
+            OrderAccepted(
+                order_id,
+                acct.name,
+                symbol,
+                side,
+                OrderType.LIMIT,
+                TimeInForce.IOC,
+                qty_lots,
+                limit_ticks,
+                True,
+                None,
+            )
+        )
+        engine._register(acct, pos, order)
+        result = market.book.match(side, limit_ticks, qty_lots, acct.name)
+        touched: dict[str, Account] = {acct.name: acct}
+        if result.fills:
+            engine._settle_match(
+                market,
+                acct,
+                pos,
+                order,
+                result.fills,
+                events,
+                touched,
+                taker_fee_ppm=0,
+                liquidation=True,
+            )
+        left = order.remaining_lots
+        if left:
+            engine._unregister(acct, pos, order)
+            events.append(OrderCanceled(order_id, acct.name, symbol, left, EndReason.IOC_REMAINDER))
+        for other in touched.values():
+            engine._trim_reduce_only(other, symbol, market, events)
+            engine._reserve_orders(other, symbol, market)
+        return sum(price * lots for _, lots, price in result.fills)
+
+    def _fund_plan(
+        self, market: MarketState, side: int, price_ticks: int, left_lots: int, room: Fraction
+    ) -> tuple[int, int]:
+        """(lots, worst price) the fund can close through the book past `price_ticks`.
+
+        `room` is the margin left over the target if the rest closed at `price_ticks`; the fund
+        may add its balance to it. Levels are taken best first while each lot's extra cost
+        (the distance from `price_ticks`) still fits, and never past the distance bound.
+        """
+        spec = market.spec
+        mark = market.mark_ticks
+        distance = self.config.max_fund_distance_ppm
+        if side == SELL:
+            bound = div(mark * (PPM - distance), PPM, Rounding.CEIL)
+            levels = market.book.depth(MAX_FUND_LEVELS)[0]
+        else:
+            bound = div(mark * (PPM + distance), PPM, Rounding.FLOOR)
+            levels = market.book.depth(MAX_FUND_LEVELS)[1]
+        budget = room + self.engine.ledger.insurance.balance
+        taken = 0
+        worst = 0
+        k = spec.atoms_per_tick_lot
+        for level_price, level_lots in levels:
+            if (level_price < bound) if side == SELL else (level_price > bound):
+                break
+            cost_per_lot = (price_ticks - level_price) * k * (1 if side == SELL else -1)
+            if cost_per_lot <= 0:
+                continue  # at or better than bankruptcy: the book phase took these (self-trade)
+            affordable = math.floor(budget / cost_per_lot) if budget > 0 else 0
+            lots = min(level_lots, left_lots - taken, affordable)
+            if lots:
+                taken += lots
+                budget -= lots * cost_per_lot
+                worst = level_price
+            if lots < level_lots or taken == left_lots:
+                break
+        return taken, worst
+
+    def _deleverage(
+        self,
+        acct: Account,
+        pos: Position,
+        market: MarketState,
+        price_ticks: int,
+        events: list[Event],
+    ) -> None:
+        """Close the rest of `pos` against ranked opposite positions at `price_ticks`, no fee."""
+        engine = self.engine
+        spec = market.spec
+        symbol = spec.symbol
+        mark = market.mark_ticks
+        k = spec.atoms_per_tick_lot
+        close_side = SELL if pos.size_lots > 0 else BUY
+        names = sorted(n for n in engine.holders[symbol] if n != acct.name)
+        opposite: list[AdlPosition] = []
+        for idx, name in enumerate(names):
+            cp_acct = engine.accounts[name]
+            cp_pos = cp_acct.positions[symbol]
+            if (cp_pos.size_lots > 0) != (close_side == BUY):
+                continue  # same side as the liquidated position
+            equity = self.figures(cp_acct, cp_pos)[0]
+            opposite.append(AdlPosition(idx, cp_pos.size_lots, cp_pos.cost_atoms, equity))
+        # The counterparties hold the side the closing order trades on (a long sells: shorts).
+        ranked = adl_queue(opposite, mark, k, close_side)
+        # Past their own bankruptcy (not ranked): only if the ranked ones cannot take it all.
+        in_queue = set(ranked)
+        ranked += [i for i in range(len(opposite)) if i not in in_queue]
+        # Closing one lot at `price_ticks` instead of the mark costs the counterparty this much
+        # (> 0 only after a gap past bankruptcy): first take from each only what its margin
+        # can carry, then, if that was not enough, the rest in the same order.
+        loss_per_lot = (mark - price_ticks) * k * (1 if close_side == BUY else -1)
+        for capped in (True, False):
+            for i in ranked:
+                left = abs(pos.size_lots)
+                if not left:
+                    break
+                name = names[opposite[i].account_idx]
+                cp_acct = engine.accounts[name]
+                cp_pos = cp_acct.positions[symbol]
+                lots = min(left, abs(cp_pos.size_lots))
+                if capped and loss_per_lot > 0:
+                    equity = self.figures(cp_acct, cp_pos)[0]
+                    lots = min(lots, max(equity, 0) // loss_per_lot)
+                if not lots:
+                    continue
+                for oid in sorted(cp_pos.open_orders):
+                    engine._end_order(
+                        cp_acct,
+                        cp_pos,
+                        market,
+                        cp_pos.open_orders[oid],
+                        EndReason.AUTO_DELEVERAGE,
+                        events,
+                    )
+                engine._settle_fill(acct, pos, spec, close_side, lots, price_ticks)
+                engine._settle_fill(cp_acct, cp_pos, spec, -close_side, lots, price_ticks)
+                events.append(AutoDeleveraged(symbol, acct.name, name, lots, price_ticks))
+                events.append(
+                    PositionChanged(
+                        name, symbol, cp_pos.size_lots, cp_pos.cost_atoms, cp_pos.margin.balance
+                    )
+                )
+        events.append(
+            PositionChanged(acct.name, symbol, pos.size_lots, pos.cost_atoms, pos.margin.balance)
+        )
+        assert pos.size_lots == 0, "ADL ran out of opposite positions (long lots != short lots?)"
+
+
+__all__ = ["Candidate", "LiquidationConfig", "Liquidator"]
