@@ -35,7 +35,8 @@ from perpex.core.units import (
 )
 from perpex.defaults import default_brackets, default_markets
 
-SHARED_DATA = Path("/work/shared/data")
+# ../shared/ lies beside the checkout, in a session and in CI alike.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_CSV = SHARED_DATA / "binance_usdm_leverage_tiers_BTC_ETH.csv"
 SHARED_JSON = SHARED_DATA / "binance_usdm_leverage_tiers_2024-10.json"
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
