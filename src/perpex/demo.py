@@ -2,7 +2,7 @@
 
 Two traders open 20x positions against each other on BTCUSDT, a market maker quotes around
 the index, the index moves, and after each move the positions show entry, mark, PnL,
-liquidation and bankruptcy prices. (The simulator replaces this with the real main job.)
+liquidation and bankruptcy prices. (The simulator will replace this with the real main job.)
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def run_demo(console: Console | None = None) -> Exchange:
         f"State hash {ex.state_hash()[:16]}…"
     )
     console.print(
-        "[dim]Liquidation through the book, the insurance fund and ADL come with the risk "
-        "engine; the prices above are where it will act.[/dim]"
+        "[dim]When the mark reaches a liquidation price, the engine closes the position through "
+        "the book at no worse than its bankruptcy price; the insurance fund and ADL take what "
+        "the book cannot.[/dim]"
     )
     return ex
