@@ -30,8 +30,10 @@ from perpex.core.messages import (
     SetMarginMode,
     TimeInForce,
     UpdateIndex,
+    UpdateSources,
     Withdraw,
 )
+from perpex.core.oracle import DEFAULT_INDEX_SOURCES
 from perpex.defaults import default_markets
 
 ATOMS_PER_USDT: Final = 1_000_000
@@ -160,7 +162,12 @@ def command_stream(seed: int, n: int) -> list[Command]:
             mark[symbol] = bps_away(symbol, move_bps)
             clock_ns += rng.randint(1, 5) * NS_PER_SECOND
             out.append(AdvanceClock(clock_ns))
-            out.append(UpdateIndex(symbol, mark[symbol]))
+            if rng.random() < 0.5:
+                out.append(UpdateIndex(symbol, mark[symbol]))
+            else:  # a few venues quote around it (the index is their weighted mean)
+                venues = rng.sample(DEFAULT_INDEX_SOURCES, rng.randint(1, 6))
+                venue_quotes = [(v, bps_away(symbol, rng.randint(-2, 2))) for v in venues]
+                out.append(UpdateSources(symbol, tuple(sorted(venue_quotes))))
         elif r < 0.92:
             clock_ns += rng.randint(1, 120) * NS_PER_SECOND
             out.append(AdvanceClock(clock_ns))

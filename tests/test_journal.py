@@ -590,7 +590,7 @@ def test_inspect_describes_the_file(tmp_path: Path, commands: list[Command]) -> 
     info = inspect(db)
     assert (info["commands"], info["first_seq"], info["last_seq"]) == (500, 1, 500)
     assert [s["seq"] for s in info["snapshots"]] == [400, 200]
-    assert info["config"] == "BTCUSDT, ETHUSDT; mark index"
+    assert info["config"] == "BTCUSDT, ETHUSDT; mark binance"
     assert info["file_bytes"] > 0 and info["format_version"] == 1
     msgspec.json.encode(info)  # plain data, printable by the CLI
 

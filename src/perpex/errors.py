@@ -64,6 +64,7 @@ REASON_CODES: dict[Reason, tuple[int, str]] = {
     Reason.INVALID_AMOUNT: (-1013, "Invalid amount."),
     Reason.CLOCK_BACKWARDS: (-1021, "Timestamp is before the exchange clock."),
     Reason.UNKNOWN_ACCOUNT: (-1100, "Illegal characters found in parameter 'account'."),
+    Reason.UNKNOWN_INDEX_SOURCE: (-1130, "Data sent for parameter 'sources' is not valid."),
 }
 
 

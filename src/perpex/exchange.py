@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
-from perpex.core.engine import Engine
+from perpex.core.engine import MARK_MODES, Engine
 from perpex.core.engine import Order as EngineOrder
 from perpex.core.liquidation import LiquidationConfig
 from perpex.core.margin import bankruptcy_price_ticks, liquidation_price_ticks
@@ -45,8 +45,10 @@ from perpex.core.messages import (
     TimeInForce,
     TradeExecuted,
     UpdateIndex,
+    UpdateSources,
     Withdraw,
 )
+from perpex.core.oracle import IndexConfig
 from perpex.core.units import (
     ATOM_DECIMALS,
     PPM,
@@ -159,12 +161,13 @@ class Exchange:
     def __init__(
         self,
         markets: Sequence[Market] | None = None,
-        mark_price: str = "index",
+        mark_price: str = "binance",
         start_time: datetime | str | int | None = None,
         journal: str | os.PathLike[str] | None = None,
         snapshot_every: int = 10_000,
         insurance_fund: object = None,
         liquidation: LiquidationConfig | None = None,
+        index_sources: Mapping[str, int] | None = None,
     ) -> None:
         fund_atoms = 0
         if insurance_fund is not None:
@@ -173,14 +176,17 @@ class Exchange:
             except ParseError:
                 zero = False
             fund_atoms = 0 if zero else self._amount_atoms(insurance_fund)
-        if mark_price != "index":
+        if mark_price not in MARK_MODES:
             raise ValueError(
-                f"mark_price={mark_price!r}: only 'index' (mark = index) exists so far; the "
-                "Binance median mark arrives with the risk engine"
+                f"mark_price={mark_price!r}: use 'binance' (the median of MECHANICS.md §1.6), "
+                "'index' (mark = index, for tests) or 'last' (mark = last trade, a debug option)"
             )
+        # Weights are relative (Binance weights by volume); the names are what
+        # `update_sources` accepts. None: six venues, equal weights.
+        index = None if index_sources is None else IndexConfig(dict(index_sources))
         specs = [compile_market(m) for m in (markets if markets is not None else default_markets())]
         self._specs: dict[str, MarketSpec] = {s.symbol: s for s in specs}
-        self.engine = Engine(specs, mark_mode=mark_price, liquidation=liquidation)
+        self.engine = Engine(specs, mark_mode=mark_price, liquidation=liquidation, index=index)
         self._events: list[Event] = []
         self.journal: JournaledEngine | None = None
         if journal is not None:
@@ -192,6 +198,7 @@ class Exchange:
                 mark_price,
                 snapshot_every=snapshot_every,
                 liquidation=liquidation,  # part of the journal's config fingerprint
+                index=index,
                 on_events=self._events.extend,
             )
             self.engine = self.journal.engine
@@ -316,6 +323,29 @@ class Exchange:
         ticks = self._price_ticks(spec, price)
         events = self._apply(UpdateIndex(spec.symbol, ticks))
         self._raise_rejection(events)
+
+    def update_sources(self, symbol: str, quotes: Mapping[str, object]) -> Decimal:
+        """Spot prices from some index sources (name -> price), stamped now; returns the index.
+
+        The index is their weighted average, a source more than 5 % from the median dropped
+        (the median of all when several deviate); a source not quoted within `stale_after`
+        (60 s of the virtual clock) no longer counts (MECHANICS.md §1.6).
+        """
+        spec = self._spec(symbol)
+        if not isinstance(quotes, Mapping) or not quotes:
+            raise mandatory("sources")
+        parsed = []
+        for name, price in sorted(quotes.items()):
+            if not isinstance(name, str):
+                raise error_for(Reason.UNKNOWN_INDEX_SOURCE)
+            parsed.append((name, self._price_ticks(spec, price)))
+        events = self._apply(UpdateSources(spec.symbol, tuple(parsed)))
+        self._raise_rejection(events)
+        return self.index_price(spec.symbol)
+
+    def index_price(self, symbol: str) -> Decimal:
+        spec = self._spec(symbol)
+        return spec.price_to_decimal(self.engine.markets[spec.symbol].index_ticks)
 
     def advance_time(self, seconds: object = 0) -> int:
         """Move the virtual clock forward; returns the new time in ns since the epoch."""

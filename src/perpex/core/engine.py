@@ -34,6 +34,7 @@ from perpex.core.messages import (
     IsolatedMarginChanged,
     LeverageChanged,
     MarginModeChanged,
+    MarkPriceUpdated,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
@@ -47,8 +48,17 @@ from perpex.core.messages import (
     TimeInForce,
     TradeExecuted,
     UpdateIndex,
+    UpdateSources,
     Withdraw,
     Withdrawn,
+)
+from perpex.core.oracle import (
+    DEFAULT_INDEX_CONFIG,
+    IndexConfig,
+    MarkConfig,
+    MarkMode,
+    MarkState,
+    compute_index_detail,
 )
 from perpex.core.units import PPM, Rounding, div
 
@@ -60,6 +70,7 @@ MAX_ACCOUNTS: Final = 10_000_000
 MAX_ACCOUNT_NAME: Final = 64
 MAX_CLIENT_ORDER_ID: Final = 36
 MAX_AMOUNT_ATOMS: Final = 2**62  # no single deposit, withdrawal or transfer is larger
+MARK_MODES: Final = tuple(m.value for m in MarkMode)  # "binance", "index", "last"
 
 _CEIL = Rounding.CEIL
 _FLOOR = Rounding.FLOOR
@@ -167,14 +178,25 @@ class Account:
 
 
 class MarketState:
-    __slots__ = ("book", "index_ticks", "last_trade_ticks", "leverage_caps", "mark_ticks", "spec")
+    __slots__ = (
+        "book",
+        "index_ticks",
+        "last_trade_ticks",
+        "leverage_caps",
+        "mark_state",
+        "mark_ticks",
+        "quotes",
+        "spec",
+    )
 
-    def __init__(self, spec: MarketSpec) -> None:
+    def __init__(self, spec: MarketSpec, mark_config: MarkConfig) -> None:
         self.spec = spec
         self.book = OrderBook()
         self.index_ticks = 0  # 0 until the first oracle tick
         self.mark_ticks = 0
         self.last_trade_ticks = 0
+        self.mark_state = MarkState(mark_config)  # the moving-average basis of the mark
+        self.quotes: dict[str, tuple[int, int]] = {}  # index source -> (price, stamped at ns)
         self.leverage_caps: dict[int, int] = {}  # cache of spec.max_notional_atoms_at
 
     def max_notional_atoms_at(self, leverage: int) -> int:
@@ -205,24 +227,27 @@ class Engine:
     def __init__(
         self,
         markets: Sequence[MarketSpec],
-        mark_mode: str = "index",
+        mark_mode: str = "binance",
         *,
         insurance_fund_atoms: int = 0,
         liquidation: LiquidationConfig | None = None,
+        index: IndexConfig | None = None,
     ) -> None:
         # liquidation.py builds on this module's Order/Account types, hence the late import.
         from perpex.core.liquidation import LiquidationConfig, Liquidator
 
         if not 0 <= insurance_fund_atoms <= MAX_AMOUNT_ATOMS:
             raise EngineError(f"insurance_fund_atoms {insurance_fund_atoms} out of range")
-        if mark_mode != "index":
-            raise EngineError(f"mark_mode {mark_mode!r} is not supported (only 'index')")
+        if mark_mode not in MARK_MODES:
+            raise EngineError(f"mark_mode {mark_mode!r} is not one of {', '.join(MARK_MODES)}")
         self.mark_mode = mark_mode
+        mark_config = MarkConfig(MarkMode(mark_mode))
+        self.index_config = index or DEFAULT_INDEX_CONFIG
         self.markets: dict[str, MarketState] = {}
         for spec in markets:
             if spec.symbol in self.markets:
                 raise EngineError(f"market {spec.symbol} listed twice")
-            self.markets[spec.symbol] = MarketState(spec)
+            self.markets[spec.symbol] = MarketState(spec, mark_config)
         self.accounts: dict[str, Account] = {}
         self.ledger = Ledger()
         self.clock_ns = 0
@@ -243,6 +268,7 @@ class Engine:
             SetMarginMode: self._set_margin_mode,
             AdjustIsolatedMargin: self._adjust_isolated_margin,
             UpdateIndex: self._update_index,
+            UpdateSources: self._update_sources,
             AdvanceClock: self._advance_clock,
             DepositInsurance: self.liquidator.deposit_insurance,
         }
@@ -456,18 +482,82 @@ class Engine:
         spec = market.spec
         if not spec.min_price_ticks <= cmd.index_ticks <= spec.max_price_ticks:
             return [RequestRejected("", cmd.symbol, Reason.PRICE_OUT_OF_RANGE)]
+        # One price for the whole index: it replaces the sources' quotes until the next ones.
+        market.quotes.clear()
+        return self._set_index(cmd.symbol, market, cmd.index_ticks)
+
+    def _update_sources(self, cmd: UpdateSources) -> list[Event]:
+        market = self.markets.get(cmd.symbol)
+        if market is None:
+            return [RequestRejected("", cmd.symbol, Reason.UNKNOWN_SYMBOL)]
+        spec = market.spec
+        names = [name for name, _ in cmd.quotes]
+        if not names or len(set(names)) != len(names):
+            return [RequestRejected("", cmd.symbol, Reason.UNKNOWN_INDEX_SOURCE)]
+        for name, price_ticks in cmd.quotes:
+            if name not in self.index_config.sources:
+                return [RequestRejected("", cmd.symbol, Reason.UNKNOWN_INDEX_SOURCE)]
+            if not spec.min_price_ticks <= price_ticks <= spec.max_price_ticks:
+                return [RequestRejected("", cmd.symbol, Reason.PRICE_OUT_OF_RANGE)]
+        for name, price_ticks in cmd.quotes:
+            market.quotes[name] = (price_ticks, self.clock_ns)
+        result = compute_index_detail(market.quotes, self.clock_ns, self.index_config)
+        assert result is not None  # the sources just quoted are fresh
+        # The weighted average of in-range prices stays in range; the median too.
+        return self._set_index(cmd.symbol, market, result.index_ticks)
+
+    def _set_index(self, symbol: str, market: MarketState, index_ticks: int) -> list[Event]:
+        # Anchors the basis sampling grid at the first index (a no-op later: the clock has not
+        # moved since the last sample), so the first clock step samples all of its grid points.
+        book = market.book
+        market.mark_state.on_sample(
+            self.clock_ns, book.best_bid(), book.best_ask(), market.index_ticks or None
+        )
+        market.index_ticks = index_ticks
+        events: list[Event] = []
         old_mark_ticks = market.mark_ticks
-        market.index_ticks = cmd.index_ticks
-        market.mark_ticks = cmd.index_ticks  # mark_mode "index"
-        events: list[Event] = [IndexUpdated(cmd.symbol, market.index_ticks, market.mark_ticks)]
-        self.liquidator.run_pass(cmd.symbol, old_mark_ticks, events)  # DESIGN.md §5
+        market.mark_ticks = self._mark_now(market)
+        events.append(IndexUpdated(symbol, market.index_ticks, market.mark_ticks))
+        # Every oracle tick runs the pass, moved or not: accounts queued by the last one wait.
+        self.liquidator.run_pass(symbol, old_mark_ticks, events)  # DESIGN.md §5
         return events
+
+    def _mark_now(self, market: MarketState) -> int:
+        """The mark per the mark mode (MECHANICS.md §1.6), within the market's price range."""
+        mark = market.mark_state.mark(
+            self.clock_ns, market.index_ticks or None, market.last_trade_ticks or None
+        )
+        assert mark is not None  # called only once there is an index
+        spec = market.spec
+        return min(max(mark, spec.min_price_ticks), spec.max_price_ticks)
 
     def _advance_clock(self, cmd: AdvanceClock) -> list[Event]:
         if cmd.ts_ns < self.clock_ns:
             return [RequestRejected("", "", Reason.CLOCK_BACKWARDS)]
+        # The book and the index held over the whole step: they are the basis samples of every
+        # 5-s grid point in it (MarkState.on_sample). Then the mark is recomputed at the new
+        # time, as Binance republishes it every second.
+        for market in self.markets.values():
+            if market.index_ticks:
+                book = market.book
+                market.mark_state.on_sample(
+                    cmd.ts_ns, book.best_bid(), book.best_ask(), market.index_ticks
+                )
         self.clock_ns = cmd.ts_ns
-        return [ClockAdvanced(cmd.ts_ns)]
+        events: list[Event] = [ClockAdvanced(cmd.ts_ns)]
+        for symbol, market in self.markets.items():
+            if market.index_ticks:
+                self._refresh_mark(symbol, market, events)
+        return events
+
+    def _refresh_mark(self, symbol: str, market: MarketState, events: list[Event]) -> None:
+        old_mark_ticks = market.mark_ticks
+        mark_ticks = self._mark_now(market)
+        if mark_ticks != old_mark_ticks:
+            market.mark_ticks = mark_ticks
+            events.append(MarkPriceUpdated(symbol, market.index_ticks, mark_ticks))
+        if mark_ticks != old_mark_ticks or self.liquidator.queue:
+            self.liquidator.run_pass(symbol, old_mark_ticks, events)
 
     # == orders ===============================================================================
     def _reject(self, cmd: PlaceOrder, reason: Reason) -> list[Event]:
@@ -982,6 +1072,8 @@ class Engine:
                     m.mark_ticks,
                     m.last_trade_ticks,
                     [o.order_id for o in m.book.orders()],  # queue order matters
+                    m.mark_state.record(),  # the basis samples shape future marks
+                    sorted([name, price, ts] for name, (price, ts) in m.quotes.items()),
                 ]
             )
         accounts = []
@@ -1006,7 +1098,14 @@ class Engine:
             accounts.append([name, acct.wallet.balance, acct.reserved_atoms, positions])
         ledger = [b.balance for b in self.ledger.system_buckets()]
         liquidation = self.liquidator.record()  # its config and the queue of the next pass
-        return [self.mark_mode, self.clock_ns, markets, accounts, ledger, liquidation]
+        index = self.index_config
+        oracle = [
+            self.mark_mode,
+            sorted([name, weight] for name, weight in index.sources.items()),
+            index.stale_after_ns,
+            index.max_deviation_ppm,
+        ]
+        return [oracle, self.clock_ns, markets, accounts, ledger, liquidation]
 
     def state_hash(self) -> str:
         encoded = msgspec.msgpack.encode(self._economic_state())
@@ -1029,9 +1128,11 @@ class Engine:
         data = msgspec.msgpack.decode(blob)
         if data.get("version") != SNAPSHOT_VERSION:
             raise EngineError(f"snapshot version {data.get('version')} != {SNAPSHOT_VERSION}")
-        mark_mode, clock_ns, markets, accounts, ledger, liquidation = data["state"]
+        oracle, clock_ns, markets, accounts, ledger, liquidation = data["state"]
+        mark_mode, sources, stale_after_ns, max_deviation_ppm = oracle
+        index = IndexConfig(dict(sources), stale_after_ns, max_deviation_ppm)
         specs = [_spec_from_record(m[0]) for m in markets]
-        engine = cls(specs, mark_mode)
+        engine = cls(specs, mark_mode, index=index)
         engine.liquidator.load(liquidation)
         engine.clock_ns = clock_ns
         engine.next_order_id = data["next_order_id"]
@@ -1079,6 +1180,8 @@ class Engine:
             m.index_ticks, m.mark_ticks, m.last_trade_ticks = record[1], record[2], record[3]
             for oid in record[4]:
                 m.book.add(orders[oid])
+            m.mark_state = MarkState.from_record(record[5], m.mark_state.config)
+            m.quotes = {name: (price, ts) for name, price, ts in record[6]}
         return engine
 
     # == invariants ===========================================================================
@@ -1152,7 +1255,7 @@ class Engine:
         return -lg.external.balance, total
 
 
-SNAPSHOT_VERSION: Final = 2  # 2: the liquidation record joined the state
+SNAPSHOT_VERSION: Final = 3  # 2: the liquidation record joined; 3: the oracle state
 
 
 def _spec_from_record(r: list[Any]) -> MarketSpec:

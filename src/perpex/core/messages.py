@@ -41,6 +41,7 @@ class Reason(enum.IntEnum):
     POSITION_BOUND = 25
     CLOCK_BACKWARDS = 26
     UNKNOWN_ACCOUNT = 27
+    UNKNOWN_INDEX_SOURCE = 28
 
 
 class OrderType(enum.IntEnum):
@@ -116,6 +117,13 @@ class UpdateIndex(Command, frozen=True):
     index_ticks: int
 
 
+class UpdateSources(Command, frozen=True):
+    """Spot quotes of some index sources, stamped with the engine clock (MECHANICS.md §1.6)."""
+
+    symbol: str
+    quotes: tuple[tuple[str, int], ...]  # (source name, price in ticks), names unique
+
+
 class PlaceOrder(Command, frozen=True):
     account: str
     symbol: str
@@ -152,6 +160,7 @@ AnyCommand = (
     | SetMarginMode
     | AdjustIsolatedMargin
     | UpdateIndex
+    | UpdateSources
     | PlaceOrder
     | CancelOrder
     | AdvanceClock
@@ -205,6 +214,15 @@ class IsolatedMarginChanged(Event, frozen=True):
 
 
 class IndexUpdated(Event, frozen=True):
+    symbol: str
+    index_ticks: int
+    mark_ticks: int
+
+
+class MarkPriceUpdated(Event, frozen=True):
+    """The mark moved without an index update: the clock (basis samples, time to funding) or
+    trades (the last price is one of the three candidates) moved it."""
+
     symbol: str
     index_ticks: int
     mark_ticks: int
@@ -314,6 +332,7 @@ AnyEvent = (
     | MarginModeChanged
     | IsolatedMarginChanged
     | IndexUpdated
+    | MarkPriceUpdated
     | ClockAdvanced
     | OrderAccepted
     | OrderRejected

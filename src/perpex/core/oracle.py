@@ -75,6 +75,12 @@ class IndexConfig:
             raise ValueError("stale_after_ns must be >= 0")
 
 
+# Six spot venues, equal weights (Binance weights by relative volume, which moves daily; a
+# fixed equal weighting keeps replays reproducible). `Exchange(index_sources=...)` overrides.
+DEFAULT_INDEX_SOURCES: Final = ("binance", "okx", "bybit", "coinbase", "kraken", "bitget")
+DEFAULT_INDEX_CONFIG: Final = IndexConfig(dict.fromkeys(DEFAULT_INDEX_SOURCES, 1))
+
+
 class IndexMethod(enum.Enum):
     WEIGHTED = "weighted"  # weighted average of the sources within the band of the median
     MEDIAN = "median"  # more than one source deviated: the plain median of all fresh sources
@@ -346,6 +352,8 @@ class MarkState:
 
 
 __all__ = [
+    "DEFAULT_INDEX_CONFIG",
+    "DEFAULT_INDEX_SOURCES",
     "FUNDING_RATE_SCALE",
     "IndexConfig",
     "IndexMethod",

@@ -31,6 +31,7 @@ from perpex.journal.store import MAX_BATCH_COMMANDS, JournalError
 
 if TYPE_CHECKING:
     from perpex.core.liquidation import LiquidationConfig
+    from perpex.core.oracle import IndexConfig
 
 DEFAULT_SNAPSHOT_EVERY: Final = 10_000
 DEFAULT_KEEP_SNAPSHOTS: Final = 3
@@ -43,13 +44,14 @@ class JournaledEngine:
         self,
         path: str | os.PathLike[str],
         markets: Sequence[MarketSpec],
-        mark_mode: str = "index",
+        mark_mode: str = "binance",
         *,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS,
         auto_prune: bool = False,
         window_capacity: int = IDEMPOTENCY_WINDOW,
         liquidation: LiquidationConfig | None = None,
+        index: IndexConfig | None = None,
         migrate: bool = False,
         verify: bool = True,
         on_events: Callable[[list[Event]], object] | None = None,
@@ -67,6 +69,7 @@ class JournaledEngine:
             mark_mode,
             window_capacity=window_capacity,
             liquidation=liquidation,
+            index=index,
             migrate=migrate,
             verify=verify,
             on_events=on_events,

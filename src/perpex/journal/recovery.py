@@ -48,6 +48,7 @@ from perpex.journal.store import (
 
 if TYPE_CHECKING:
     from perpex.core.liquidation import LiquidationConfig
+    from perpex.core.oracle import IndexConfig
 
 STATE_FORMAT: Final = 1  # layout of the snapshot blob below (the engine's part has its own)
 
@@ -76,11 +77,15 @@ def engine_version() -> str:
 
 
 def genesis_state(
-    markets: Sequence[MarketSpec], mark_mode: str, liquidation: LiquidationConfig | None = None
+    markets: Sequence[MarketSpec],
+    mark_mode: str,
+    liquidation: LiquidationConfig | None = None,
+    index: IndexConfig | None = None,
 ) -> bytes:
     """The empty engine as bytes: the journal's seq 0, and the identity of its config (market
-    specs, mark mode, liquidation parameters: everything the engine's snapshot records)."""
-    return Engine(markets, mark_mode, liquidation=liquidation).snapshot()
+    specs, mark mode, index sources, liquidation parameters: everything the engine's snapshot
+    records)."""
+    return Engine(markets, mark_mode, liquidation=liquidation, index=index).snapshot()
 
 
 def config_fingerprint(genesis: bytes, window_capacity: int) -> str:
@@ -169,6 +174,7 @@ def open_journal(
     *,
     window_capacity: int,
     liquidation: LiquidationConfig | None = None,
+    index: IndexConfig | None = None,
     migrate: bool = False,
     verify: bool = True,
     on_events: Callable[[list[Event]], object] | None = None,
@@ -178,7 +184,7 @@ def open_journal(
     store = JournalStore(path)
     try:
         report = RecoveryReport(path=str(store.path))
-        genesis = genesis_state(markets, mark_mode, liquidation)
+        genesis = genesis_state(markets, mark_mode, liquidation, index)
         wanted = Meta(
             format_version=FORMAT_VERSION,
             engine_version=engine_version(),
