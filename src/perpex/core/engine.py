@@ -30,7 +30,9 @@ from perpex.core.messages import (
     DepositInsurance,
     EndReason,
     Event,
+    FundReason,
     IndexUpdated,
+    InsuranceFundChanged,
     IsolatedMarginChanged,
     LeverageChanged,
     MarginModeChanged,
@@ -148,7 +150,8 @@ class Position:
         self.isolated = False
         self.size_lots = 0  # signed: > 0 long, < 0 short
         self.cost_atoms = 0  # signed cost basis: uPnL = size x mark - cost
-        self.margin = Bucket(f"{account}/{symbol}")  # isolated margin (0 in cross mode)
+        # isolated margin (0 in cross mode); the owner lets the ledger mark the account touched
+        self.margin = Bucket(f"{account}/{symbol}", owner=account)
         self.open_orders: dict[int, Order] = {}
         self.open_buy_lots = 0
         self.open_sell_lots = 0
@@ -170,7 +173,7 @@ class Account:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.wallet = Bucket(name)  # the cross wallet balance
+        self.wallet = Bucket(name, owner=name)  # the cross wallet balance
         self.positions: dict[str, Position] = {}
         self.orders: dict[int, Order] = {}
         self.client_ids: dict[str, int] = {}
@@ -425,6 +428,7 @@ class Engine:
                 return [RequestRejected(cmd.account, cmd.symbol, Reason.POSITION_OVER_LEVERAGE_CAP)]
         acct = self._account_for_write(cmd.account)
         self._position_for_write(acct, cmd.symbol).leverage = cmd.leverage
+        self.ledger.touched.add(acct.name)  # the risk mirror keeps leverage too
         self._reserve_orders(acct, cmd.symbol, market)
         return [LeverageChanged(cmd.account, cmd.symbol, cmd.leverage)]
 
@@ -617,6 +621,15 @@ class Engine:
             qty = min(qty, abs(size))
         elif (price or mark) * qty * k < spec.min_notional_atoms:
             return self._reject(cmd, Reason.MIN_NOTIONAL)
+        # Non-recourse for the trader's own orders too: a closing order never takes liquidity
+        # past the price where the position's margin (fee included) is gone.
+        capped = False
+        if size * side < 0:
+            cap = self._bankruptcy_cap(acct, pos, spec)  # type: ignore[arg-type]
+            if side == SELL and cap > limit:
+                limit, capped = cap, True
+            elif side == BUY and cap < limit:
+                limit, capped = cap, True
         book = market.book
         tif = cmd.time_in_force
         stp_account = cmd.account
@@ -706,11 +719,14 @@ class Engine:
         if left:
             # GTX (post-only) that passed the crossing check rests like GTC; it took nothing.
             resting_tif = tif in (_GTC, _GTX)
-            if not is_market and resting_tif and not result.self_trade:
+            beyond = capped and book.walk(side, 0 if side == SELL else 2**62, 1)[0]
+            if not is_market and resting_tif and not result.self_trade and not beyond:
                 book.add(order)
             else:
                 if result.self_trade:
                     reason = EndReason.SELF_TRADE
+                elif beyond:
+                    reason = EndReason.BANKRUPTCY
                 elif is_market and book.walk(side, 0 if side == SELL else 2**62, 1)[0]:
                     reason = EndReason.PRICE_BAND
                 else:
@@ -721,7 +737,58 @@ class Engine:
             for other in touched.values():
                 self._trim_reduce_only(other, cmd.symbol, market, events)
                 self._reserve_orders(other, cmd.symbol, market)
+                if other.wallet.balance < 0:
+                    self._cover_flat_deficit(other, cmd.symbol, events)
         return events
+
+    def _bankruptcy_cap(self, acct: Account, pos: Position, spec: MarketSpec) -> int:
+        """The worst price (ticks) at which `pos` can be closed by a taker without its margin
+        balance, after the taker fee, going below zero: a sell (long) may not fill below it,
+        a buy (short) not above it.
+
+        Margin balance E: the isolated margin, or the cross wallet plus the other cross
+        positions' uPnL at their marks. Closing all of size s at p leaves
+        E + s·k·p − cost − f·|s|·k·p, linear in p; its root, rounded toward the trader's
+        favour by less than a tick (up for a long, down for a short), is the cap.
+        """
+        k = spec.atoms_per_tick_lot
+        size = pos.size_lots
+        if pos.isolated:
+            equity = pos.margin.balance
+        else:
+            equity = acct.wallet.balance
+            for other in acct.positions.values():
+                if other is not pos and other.size_lots and not other.isolated:
+                    mark = self.markets[other.symbol].mark_ticks
+                    k_other = self.markets[other.symbol].spec.atoms_per_tick_lot
+                    equity += other.size_lots * mark * k_other - other.cost_atoms
+        fee = spec.taker_fee_ppm
+        # (s·PPM − f·|s|)·k·p = (cost − E)·PPM, solved exactly for p
+        slope = (size * PPM - fee * abs(size)) * k
+        rhs = (pos.cost_atoms - equity) * PPM
+        if size > 0:
+            return max(0, div(rhs, slope, _CEIL))
+        return max(0, div(rhs, slope, _FLOOR))
+
+    def _cover_flat_deficit(self, acct: Account, symbol: str, events: list[Event]) -> None:
+        """A flat account whose wallet ended below zero (a resting close filled past bankruptcy,
+        or a few atoms of per-fill rounding): the insurance fund pays the deficit, as much as
+        it holds (non-recourse, DESIGN.md §6 promise 4)."""
+        if any(p.size_lots for p in acct.positions.values()):
+            return  # margin balance, not the wallet, is what must stay >= 0 with positions open
+        ledger = self.ledger
+        paid = min(-acct.wallet.balance, ledger.insurance.balance)
+        if paid > 0:
+            ledger.transfer(ledger.insurance, acct.wallet, paid)
+            events.append(
+                InsuranceFundChanged(
+                    -paid,
+                    ledger.insurance.balance,
+                    FundReason.LIQUIDATION_DEFICIT,
+                    acct.name,
+                    symbol,
+                )
+            )
 
     def _register(self, acct: Account, pos: Position, order: Order) -> None:
         acct.orders[order.order_id] = order
@@ -903,6 +970,7 @@ class Engine:
                 ledger.transfer(acct.wallet, pos.margin, div(notional, pos.leverage, _CEIL))
         if not size or not pos.size_lots:  # opened from flat or closed to flat
             self._update_holder(acct.name, pos)
+        ledger.touched.add(acct.name)  # the risk mirror refreshes this account (risk.py)
         return realized
 
     def _update_holder(self, account: str, pos: Position) -> None:

@@ -5,6 +5,11 @@ the world has put in), FEES, INSURANCE, FUNDING and SETTLEMENT (the clearing acc
 realized PnL: it holds minus the open cost basis of all positions). Traders' cross wallets and
 isolated margins are buckets owned by the engine's account objects. The sum over all buckets is
 zero after every transfer, by construction, and the invariant checker recomputes it.
+
+A bucket may name its owner (the account whose wallet or isolated margin it is). Every transfer
+records the owners it touched in `Ledger.touched`, so the risk screen's NumPy mirror of the
+wallets (`perpex.core.risk.RiskMirror`) refreshes only the accounts whose money moved. Whoever
+changes a balance without `transfer` (a snapshot restore) rebuilds that mirror instead.
 """
 
 from __future__ import annotations
@@ -13,18 +18,19 @@ from __future__ import annotations
 class Bucket:
     """A balance in atoms. Only `Ledger.transfer` changes it."""
 
-    __slots__ = ("balance", "name")
+    __slots__ = ("balance", "name", "owner")
 
-    def __init__(self, name: str, balance: int = 0) -> None:
+    def __init__(self, name: str, balance: int = 0, owner: str | None = None) -> None:
         self.name = name
         self.balance = balance
+        self.owner = owner  # the account it belongs to; None for a system bucket
 
     def __repr__(self) -> str:
         return f"Bucket({self.name}={self.balance})"
 
 
 class Ledger:
-    __slots__ = ("external", "fees", "funding", "insurance", "settlement", "transfers")
+    __slots__ = ("external", "fees", "funding", "insurance", "settlement", "touched", "transfers")
 
     def __init__(self) -> None:
         self.external = Bucket("EXTERNAL")
@@ -33,6 +39,9 @@ class Ledger:
         self.funding = Bucket("FUNDING")
         self.settlement = Bucket("SETTLEMENT")
         self.transfers = 0
+        # Owners of the buckets moved since the reader last cleared it (derived state: not in
+        # the state hash, not in snapshots). Bounded by the number of accounts.
+        self.touched: set[str] = set()
 
     def system_buckets(self) -> tuple[Bucket, ...]:
         return (self.external, self.fees, self.insurance, self.funding, self.settlement)
@@ -42,3 +51,7 @@ class Ledger:
         source.balance -= atoms
         destination.balance += atoms
         self.transfers += 1
+        if source.owner is not None:
+            self.touched.add(source.owner)
+        if destination.owner is not None:
+            self.touched.add(destination.owner)

@@ -66,6 +66,7 @@ class EndReason(enum.IntEnum):
     REDUCE_ONLY = 5  # a reduce-only order that no longer reduces anything
     LIQUIDATION = 6  # canceled because its account is being liquidated
     AUTO_DELEVERAGE = 7  # canceled because its position is being auto-deleveraged
+    BANKRUPTCY = 8  # the rest would close the position past its bankruptcy price
 
 
 class FundReason(enum.IntEnum):

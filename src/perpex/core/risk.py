@@ -22,7 +22,8 @@ MM = q × mmr + ceil(r × mmr / 1e6) − cum, where q < 2^40 and mmr < 1e6 < 2^2
 q × mmr < 2^60 and r × mmr < 1e12. Either way 0 < MM <= notional. Per-account cross sums:
 |W| + Σ_s (N_s + C_s) < 2^63 is checked before summing (C_s the store's largest |cost|); a
 state too large for that (never at realistic sizes) is answered by the scalar twin. Money is
-summed with np.add.at (exact int64), never np.bincount (float64 weights).
+summed in int64 by fancy-index addition (`sums[accounts] += values`, exact because a store holds
+one row per account, so no index repeats within a store), never np.bincount (float64 weights).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import functools
 import math
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
-from typing import Final, Literal, NamedTuple
+from typing import ClassVar, Final, Literal, NamedTuple, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -89,6 +90,16 @@ class PositionStore:
         "max_rows",
         "n_cross",
         "size_lots",
+    )
+
+    # The per-row arrays: grown, moved and cleared together (a subclass may add its own).
+    _COLUMNS: ClassVar[tuple[str, ...]] = (
+        "account_idx",
+        "size_lots",
+        "cost_atoms",
+        "isolated",
+        "margin_atoms",
+        "leverage",
     )
 
     def __init__(self, capacity: int = 1024, max_rows: int = MAX_STORE_ROWS) -> None:
@@ -180,14 +191,7 @@ class PositionStore:
         if capacity >= self.max_rows:
             raise OverflowError(f"position store full ({self.max_rows} rows)")
         new_capacity = min(2 * capacity, self.max_rows)
-        for name in (
-            "account_idx",
-            "size_lots",
-            "cost_atoms",
-            "isolated",
-            "margin_atoms",
-            "leverage",
-        ):
+        for name in self._COLUMNS:
             old = getattr(self, name)
             new = np.zeros(new_capacity, old.dtype)
             new[:capacity] = old
@@ -207,14 +211,8 @@ class PositionStore:
     def _move(self, src: int, dst: int) -> None:
         if src == dst:
             return
-        for arr in (
-            self.account_idx,
-            self.size_lots,
-            self.cost_atoms,
-            self.isolated,
-            self.margin_atoms,
-            self.leverage,
-        ):
+        for name in self._COLUMNS:
+            arr = getattr(self, name)
             arr[dst] = arr[src]
         self._rows[int(self.account_idx[dst])] = dst
 
@@ -263,12 +261,8 @@ class PositionStore:
             self.n_cross -= 1
         else:
             self._move(last, i)
-        self.account_idx[last] = 0
-        self.size_lots[last] = 0
-        self.cost_atoms[last] = 0
-        self.isolated[last] = False
-        self.margin_atoms[last] = 0
-        self.leverage[last] = 0
+        for name in self._COLUMNS:
+            getattr(self, name)[last] = 0
         return True
 
     def recompute_bounds(self) -> None:
@@ -293,7 +287,7 @@ class PositionStore:
         margin_atoms: npt.ArrayLike,
         leverage: npt.ArrayLike,
         max_rows: int = MAX_STORE_ROWS,
-    ) -> PositionStore:
+    ) -> Self:
         """Bulk load (snapshot restore, benchmarks), with the same checks as `upsert`."""
         acct = np.asarray(account_idx, np.int64)
         size = np.asarray(size_lots, np.int64)
@@ -649,9 +643,10 @@ class Screener:
                     tables, mark_k, direct, store.size_lots[a:b], store.cost_atoms[a:b]
                 )
                 accounts = store.account_idx[a:b]
-                np.add.at(upnl, accounts, self._upnl[:rows])
-                np.add.at(mm, accounts, self._mm[:rows])
-                np.add.at(count, accounts, 1)
+                # one row per account in a store: no index repeats, `+=` adds every value
+                upnl[accounts] += self._upnl[:rows]
+                mm[accounts] += self._mm[:rows]
+                count[accounts] += 1
         return CrossSums(upnl, mm, count)
 
     def screen(
@@ -710,8 +705,8 @@ class Screener:
                     tables, mark_k, direct, store.size_lots[a:b], store.cost_atoms[a:b]
                 )
                 accounts = store.account_idx[a:b]
-                np.add.at(cross_equity, accounts, self._upnl[:rows])
-                np.add.at(cross_mm, accounts, self._mm[:rows])
+                cross_equity[accounts] += self._upnl[:rows]  # unique within a store
+                cross_mm[accounts] += self._mm[:rows]
             for a in range(n_cross, n, c):
                 b = min(a + c, n)
                 rows = self._maintenance(
