@@ -44,10 +44,12 @@ from perpex.core.engine import MAX_AMOUNT_ATOMS, Engine
 from perpex.core.messages import (
     AdjustIsolatedMargin,
     AdvanceClock,
+    AutoDeleveraged,
     CancelOrder,
     Command,
     Deposit,
     Event,
+    LiquidationTriggered,
     OrderAccepted,
     OrderRejected,
     OrderType,
@@ -59,8 +61,10 @@ from perpex.core.messages import (
     TimeInForce,
     TradeExecuted,
     UpdateIndex,
+    UpdateSources,
     Withdraw,
 )
+from perpex.core.oracle import DEFAULT_INDEX_SOURCES
 from perpex.core.units import PPM
 from streams import command_stream, default_specs
 
@@ -159,6 +163,15 @@ class CheckedEngine:
             note_event(f"accepted {type(cmd).__name__}")
             if isinstance(cmd, PlaceOrder):
                 self.check_order_events(cmd, events, marks_before[cmd.symbol])
+        if not rejections and isinstance(cmd, UpdateIndex | UpdateSources | AdvanceClock):
+            self.check_after_risk_pass(None if isinstance(cmd, AdvanceClock) else cmd.symbol)
+        for e in events:
+            if isinstance(e, LiquidationTriggered):
+                STATS["liquidations"] += 1
+                note_event("liquidated")
+            elif isinstance(e, AutoDeleveraged):
+                STATS["adl"] += 1
+                note_event("auto-deleveraged")
         trades = sum(isinstance(e, TradeExecuted) for e in events)
         STATS["trades"] += trades
         if trades:
@@ -228,6 +241,24 @@ class CheckedEngine:
             )
         if filled:
             assert cmd.account in last
+
+    def check_after_risk_pass(self, symbol: str | None) -> None:
+        """Non-recourse after liquidation and ADL complete (DESIGN.md §6.4): once the pass of a
+        mark tick is over, every position it screened that is not waiting in the queue is above
+        its maintenance margin, so no margin balance is below zero."""
+        engine = self.engine
+        queued = set(engine.liquidator.queue)
+        for name, acct in engine.accounts.items():
+            if any(a == name for a, _ in queued):
+                continue
+            held = [p for p in acct.positions.values() if p.size_lots]
+            if any(not p.isolated and (symbol is None or p.symbol == symbol) for p in held):
+                equity, mm = engine.liquidator.cross_figures(acct)
+                assert equity > mm >= 0, f"{name}: cross equity {equity} <= MM {mm} after the pass"
+            for p in held:
+                if p.isolated and (symbol is None or p.symbol == symbol):
+                    equity, mm = engine.liquidator.figures(acct, p)
+                    assert equity > mm, f"{name}/{p.symbol}: {equity} <= MM {mm} after the pass"
 
     def check(self) -> None:
         engine = self.engine
@@ -522,6 +553,35 @@ class EngineMachine(RuleBasedStateMachine):
         index = min(max(index, spec.min_price_ticks), spec.max_price_ticks)
         self.apply(UpdateIndex(symbol, index))
 
+    @rule(symbol=symbols, move_ppm=st.integers(30_000, 150_000), down=st.booleans())
+    def crash(self, symbol: str, move_ppm: int, down: bool) -> None:
+        """A gap of 3-15 % in one tick: liquidations through a thin book, the fund, ADL."""
+        spec = SPEC_BY_SYMBOL.get(symbol)
+        if spec is None:
+            return
+        move = -move_ppm if down else move_ppm
+        index = self.mark(symbol) * (PPM + move) // PPM
+        self.apply(UpdateIndex(symbol, min(max(index, spec.min_price_ticks), spec.max_price_ticks)))
+
+    @rule(
+        symbol=symbols,
+        venues=st.lists(
+            st.sampled_from(DEFAULT_INDEX_SOURCES), min_size=1, max_size=6, unique=True
+        ),
+        spread_ppm=st.integers(-60_000, 60_000),
+    )
+    def update_sources(self, symbol: str, venues: list[str], spread_ppm: int) -> None:
+        spec = SPEC_BY_SYMBOL.get(symbol)
+        if spec is None:
+            self.apply(UpdateSources(symbol, (("binance", START_TICKS["BTCUSDT"]),)))
+            return
+        mark = self.mark(symbol)
+        quotes = []
+        for i, venue in enumerate(sorted(venues)):  # the last venues spread out: outliers
+            price = mark * (PPM + spread_ppm * i // 5) // PPM
+            quotes.append((venue, min(max(price, spec.min_price_ticks), spec.max_price_ticks)))
+        self.apply(UpdateSources(symbol, tuple(quotes)))
+
     @rule(seconds=st.integers(-10, 100_000))
     def advance_clock(self, seconds: int) -> None:
         self.apply(AdvanceClock(self.engine.clock_ns + seconds * NS_PER_SECOND))
@@ -557,6 +617,7 @@ def test_engine_state_machine() -> None:
     assert STATS["trades"] >= 100, STATS
     assert STATS["accepted"] >= 500 and STATS["rejected"] >= 100, STATS
     assert STATS["restores"] >= 10 and STATS["twin_steps"] >= 50, STATS
+    assert STATS["liquidations"] >= 1, STATS
 
 
 def test_checked_engine_on_a_realistic_stream() -> None:

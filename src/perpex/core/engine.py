@@ -560,8 +560,9 @@ class Engine:
         if mark_ticks != old_mark_ticks:
             market.mark_ticks = mark_ticks
             events.append(MarkPriceUpdated(symbol, market.index_ticks, mark_ticks))
-        if mark_ticks != old_mark_ticks or self.liquidator.queue:
-            self.liquidator.run_pass(symbol, old_mark_ticks, events)
+        # The risk pass runs on every mark publication, moved or not: fills since the last one
+        # (a resting bid filled above the mark, say) can have sunk an account at the same mark.
+        self.liquidator.run_pass(symbol, old_mark_ticks, events)
 
     # == orders ===============================================================================
     def _reject(self, cmd: PlaceOrder, reason: Reason) -> list[Event]:
@@ -626,9 +627,7 @@ class Engine:
         capped = False
         if size * side < 0:
             cap = self._bankruptcy_cap(acct, pos, spec)  # type: ignore[arg-type]
-            if side == SELL and cap > limit:
-                limit, capped = cap, True
-            elif side == BUY and cap < limit:
+            if (cap > limit) if side == SELL else (cap < limit):
                 limit, capped = cap, True
         book = market.book
         tif = cmd.time_in_force

@@ -54,6 +54,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import msgspec
+import numpy as np
 
 from perpex.core.adl import AdlPosition, adl_queue
 from perpex.core.book import BUY, SELL
@@ -75,6 +76,7 @@ from perpex.core.messages import (
     RequestRejected,
     TimeInForce,
 )
+from perpex.core.risk import MirrorFigures, PositionColumns, RiskMirror, ratio_at_least
 from perpex.core.units import PPM, Rounding, div
 
 if TYPE_CHECKING:
@@ -83,6 +85,10 @@ if TYPE_CHECKING:
     from perpex.core.markets import MarketSpec
 
 MAX_FUND_LEVELS: Final = 10_000  # book levels the fund walks for one position, at most
+# A symbol with at least this many holders is screened by the NumPy mirror (`risk.RiskMirror`),
+# one with fewer by the scalar loop: below it the loop is faster than refreshing the mirror.
+# Both give the same answer; `Liquidator.vector_min_holders` overrides it (0: always vector).
+VECTOR_MIN_HOLDERS: Final = 512
 
 
 class LiquidationConfig(msgspec.Struct, frozen=True, array_like=True):
@@ -142,14 +148,34 @@ def _ratio_at_least(equity_atoms: int, maint_margin_atoms: int, level_ppm: int) 
 
 
 class Liquidator:
-    """The engine's liquidation state (config and queue) and the risk pass that uses it."""
+    """The engine's liquidation state (config and queue) and the risk pass that uses it.
 
-    __slots__ = ("config", "engine", "queue")
+    Besides that state it keeps a derived one, outside the state hash and the snapshot: the
+    NumPy mirror of the positions and cross wallets that the vector screen reads. It is built
+    from the engine's objects on first use (so after `Engine.restore` too) and then refreshed
+    only for the accounts `Ledger.touched` names: every bucket transfer records its owner, and
+    `_settle_fill` and `_set_leverage` add the account they change.
+    """
+
+    __slots__ = (
+        "account_index",
+        "account_names",
+        "config",
+        "engine",
+        "mirror",
+        "queue",
+        "vector_min_holders",
+    )
 
     def __init__(self, engine: Engine, config: LiquidationConfig) -> None:
         self.engine = engine
         self.config = config
         self.queue: list[tuple[str, str]] = []  # (account, symbol) waiting for the next pass
+        # Derived state (not hashed, not snapshotted): see the class docstring.
+        self.vector_min_holders = VECTOR_MIN_HOLDERS
+        self.mirror: RiskMirror | None = None  # None: (re)build before the next vector screen
+        self.account_index: dict[str, int] = {}  # account -> row index in the mirror
+        self.account_names: list[str] = []  # and back
 
     # -- state --------------------------------------------------------------------------------
     def record(self) -> list[Any]:
@@ -168,6 +194,7 @@ class Liquidator:
         config, queue = record
         self.config = LiquidationConfig(*config)
         self.queue = [(account, symbol) for account, symbol in queue]
+        self.mirror = None  # the engine's objects were written directly: rebuild
 
     # -- commands -----------------------------------------------------------------------------
     def deposit_insurance(self, cmd: DepositInsurance) -> list[Event]:
@@ -246,7 +273,26 @@ class Liquidator:
                 return  # the budget ran out in this round
 
     def screen(self, symbol: str) -> list[Candidate]:
-        """Liquidatable holders of `symbol` (unordered; the caller sorts)."""
+        """Liquidatable holders of `symbol` (unordered; the caller sorts): the vector screen
+        over the mirror for a symbol with many holders, else the scalar loop (same answer)."""
+        figures = self._vector_figures(symbol, None)
+        if figures is None:
+            return self.screen_scalar(symbol)
+        hit = np.flatnonzero(figures.equity_atoms <= figures.maint_margin_atoms)
+        names = self.account_names
+        return [
+            Candidate(equity, mm, names[idx], symbol, isolated)
+            for idx, equity, mm, isolated in zip(
+                figures.account_idx[hit].tolist(),
+                figures.equity_atoms[hit].tolist(),
+                figures.maint_margin_atoms[hit].tolist(),
+                figures.isolated[hit].tolist(),
+                strict=True,
+            )
+        ]
+
+    def screen_scalar(self, symbol: str) -> list[Candidate]:
+        """The screen one holder at a time, on the engine's objects (the specification)."""
         engine = self.engine
         found: list[Candidate] = []
         for name in engine.holders[symbol]:
@@ -259,6 +305,35 @@ class Liquidator:
 
     def _margin_calls(self, symbol: str, old_mark_ticks: int, events: list[Event]) -> None:
         """MarginCall for holders whose ratio crossed the warning level with this mark move."""
+        figures = self._vector_figures(symbol, old_mark_ticks)
+        if figures is None:
+            self._margin_calls_scalar(symbol, old_mark_ticks, events)
+            return
+        assert figures.old_equity_atoms is not None and figures.old_maint_margin_atoms is not None
+        level = self.config.margin_call_ppm
+        equity, mm = figures.equity_atoms, figures.maint_margin_atoms
+        crossed = (
+            (equity > mm)  # at or below MM it is liquidated instead
+            & ratio_at_least(equity, mm, level)
+            & ~ratio_at_least(figures.old_equity_atoms, figures.old_maint_margin_atoms, level)
+        )
+        hit = np.flatnonzero(crossed)
+        names = self.account_names
+        calls = sorted(
+            (names[idx], e, m, isolated)
+            for idx, e, m, isolated in zip(
+                figures.account_idx[hit].tolist(),
+                equity[hit].tolist(),
+                mm[hit].tolist(),
+                figures.isolated[hit].tolist(),
+                strict=True,
+            )
+        )
+        for name, e, m, isolated in calls:
+            ratio_ppm = div(m * PPM, e, Rounding.CEIL)  # the ratio shown rounds up
+            events.append(MarginCall(name, symbol, ratio_ppm, isolated))
+
+    def _margin_calls_scalar(self, symbol: str, old_mark_ticks: int, events: list[Event]) -> None:
         engine = self.engine
         market = engine.markets[symbol]
         spec = market.spec
@@ -281,6 +356,105 @@ class Liquidator:
             ):
                 ratio_ppm = div(mm * PPM, equity, Rounding.CEIL)
                 events.append(MarginCall(name, symbol, ratio_ppm, pos.isolated))
+
+    # -- the mirror ---------------------------------------------------------------------------
+    def _vector_figures(self, symbol: str, old_mark_ticks: int | None) -> MirrorFigures | None:
+        """The mirror's figures for `symbol`, or None: few holders, or beyond its int64 proof."""
+        if len(self.engine.holders[symbol]) < self.vector_min_holders:
+            return None
+        mirror = self.sync_mirror()
+        marks = {s: m.mark_ticks for s, m in self.engine.markets.items()}
+        return mirror.figures(symbol, marks, old_mark_ticks)
+
+    def sync_mirror(self) -> RiskMirror:
+        """Bring the mirror up to date: rebuild it, or refresh the touched accounts."""
+        engine = self.engine
+        touched = engine.ledger.touched
+        mirror = self.mirror
+        if mirror is None or mirror.poisoned:
+            touched.clear()
+            return self._rebuild_mirror()
+        if touched:
+            names = sorted(touched)  # new accounts get their index in a reproducible order
+            touched.clear()
+            accounts = engine.accounts
+            index = self.account_index
+            for name in names:
+                acct = accounts.get(name)
+                if acct is None:
+                    continue
+                idx = index.get(name)
+                if idx is None:
+                    idx = index[name] = mirror.add_account()
+                    self.account_names.append(name)
+                mirror.set_wallet(idx, acct.wallet.balance)
+                for symbol, pos in acct.positions.items():
+                    mirror.set_position(
+                        symbol,
+                        idx,
+                        pos.size_lots,
+                        pos.cost_atoms,
+                        pos.isolated,
+                        pos.margin.balance,
+                        pos.leverage,
+                    )
+        return mirror
+
+    def _rebuild_mirror(self) -> RiskMirror:
+        """The mirror from the engine's objects (accounts indexed in name order), in bulk."""
+        engine = self.engine
+        names = sorted(engine.accounts)
+        columns: dict[str, PositionColumns] = {s: ([], [], [], [], [], []) for s in engine.markets}
+        wallets: list[int] = []
+        for idx, name in enumerate(names):
+            acct = engine.accounts[name]
+            wallets.append(acct.wallet.balance)
+            for symbol, pos in acct.positions.items():
+                if pos.size_lots:
+                    c = columns[symbol]
+                    c[0].append(idx)
+                    c[1].append(pos.size_lots)
+                    c[2].append(pos.cost_atoms)
+                    c[3].append(pos.isolated)
+                    c[4].append(pos.margin.balance)
+                    c[5].append(pos.leverage)
+        specs = [m.spec for m in engine.markets.values()]
+        self.mirror = RiskMirror.from_state(specs, wallets, columns)
+        self.account_index = {name: idx for idx, name in enumerate(names)}
+        self.account_names = names
+        return self.mirror
+
+    def check_mirror(self) -> None:
+        """The mirror (after a refresh) equals the engine's objects; AssertionError if not."""
+        mirror = self.sync_mirror()
+        mirror.check_invariants()
+        engine = self.engine
+        assert len(self.account_names) == mirror.n_accounts
+        for name, idx in self.account_index.items():
+            assert self.account_names[idx] == name
+        for name, acct in engine.accounts.items():
+            known = self.account_index.get(name)
+            if known is None:  # never touched: no money, no position
+                assert not acct.wallet.balance
+                assert not any(p.size_lots for p in acct.positions.values())
+            elif ("", known) not in mirror.unmirrored:
+                assert int(mirror.wallets[known]) == acct.wallet.balance, f"{name}: wallet drifted"
+        for symbol, store in mirror.stores.items():
+            rows = {self.account_names[row.account_idx]: row for row in store.rows()}
+            expected = {}
+            for name in engine.holders[symbol]:
+                if (symbol, self.account_index[name]) in mirror.unmirrored:
+                    continue
+                pos = engine.accounts[name].positions[symbol]
+                expected[name] = (
+                    self.account_index[name],
+                    pos.size_lots,
+                    pos.cost_atoms,
+                    pos.isolated,
+                    pos.margin.balance,
+                    pos.leverage,
+                )
+            assert {n: tuple(r) for n, r in rows.items()} == expected, f"{symbol}: rows drifted"
 
     # -- one account --------------------------------------------------------------------------
     def _liquidate(self, account: str, symbol: str, events: list[Event], dirty: set[str]) -> bool:
