@@ -24,15 +24,20 @@ come from a cache (`Screener.cross_sums`, `others=`): 100,000 positions screened
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 from dataclasses import replace
 
 import numpy as np
 
+from perpex.core.engine import Account, Engine, Position
 from perpex.core.markets import MarketSpec, compile_market
+from perpex.core.messages import Event, LiquidationTriggered, MarginCall, UpdateIndex
 from perpex.core.risk import (
     MarkedStore,
+    PositionColumns,
     PositionStore,
+    RiskMirror,
     Screener,
     cross_sums_scalar,
     screen_scalar,
@@ -144,7 +149,7 @@ def run() -> list[dict[str, object]]:
     assert one.liquidatable == one_expected.liquidatable and one.total == one_expected.total
     one_scalar_ms = best_ms(lambda: screen_scalar(ticking, wallets, LIMIT, cached_scalar), 1)
     one_positions = len(ticking[0].store)
-    return [
+    return engine_rows() + [
         {
             "benchmark": (
                 f"risk screen, one mark tick ({positions:,} positions, {ACCOUNTS:,} accounts, "
@@ -179,3 +184,185 @@ if __name__ == "__main__":
             f"scalar {row['baseline']:.0f} {row['metric']}, ratio {row['ratio']:.0f}x "
             f"(goal {row['goal']})"
         )
+
+
+# -- the engine's pass -------------------------------------------------------------------------
+#
+# Workload: the same draws as `build_workload` (seed 7; 100,000 accounts x 10 BTC-like symbols =
+# 1,000,000 positions, every bracket, 30 % isolated) made safe: every isolated margin and every
+# cross wallet is topped up so that equity >= MM x (1.3 .. 3.0) at the marks, so a 0.1 % mark
+# move liquidates nobody (checked) while a few accounts cross the 80 % margin-call level. A
+# house account takes the other side of each symbol's net position, so long lots = short lots.
+#
+# Fast path (benchmarks only): 1M positions through `Engine.apply` would take minutes, so the
+# engine's objects are written directly (`Account`, `Position`, balances, `holders`, the ledger
+# balanced against EXTERNAL and SETTLEMENT) and `check_invariants` proves the result is a valid
+# engine state. The timed part is the real thing: `engine.apply(UpdateIndex(...))`, i.e. the
+# index event, the liquidation queue, margin calls and the screen of `Liquidator.run_pass`.
+# Ticks go round the 10 symbols, each moving its mark 0.1 % away from its start and back. The
+# vector path (`vector_min_holders` = default 512) is timed after one warm-up tick (which
+# builds the mirror from the engine state: reported as its own row); the scalar path
+# (`vector_min_holders` above any holder count) on the same engine. Figures: the median tick.
+
+ENGINE_TICKS_VECTOR = 40
+ENGINE_TICKS_SCALAR = 3
+MOVE_PPM = 1_000  # 0.1 % per tick
+HOUSE = "~house"  # sorts after every trader name
+
+
+def build_engine() -> Engine:
+    """1,000,000 open positions over 100,000 accounts, written straight into an Engine."""
+    rng = np.random.default_rng(SEED)
+    markets, wallets = build_workload()
+    specs = [m.spec for m in markets]
+    marks = {m.spec.symbol: m.mark_ticks for m in markets}
+    # Top up: equity >= MM x buffer, buffer uniform in [1.3, 3.0] (exact figures from the mirror).
+    columns: dict[str, PositionColumns] = {}
+    for store, spec, _ in markets:
+        n = len(store)
+        columns[spec.symbol] = (
+            store.account_idx[:n].tolist(),
+            store.size_lots[:n].tolist(),
+            store.cost_atoms[:n].tolist(),
+            store.isolated[:n].tolist(),
+            store.margin_atoms[:n].tolist(),
+            store.leverage[:n].tolist(),
+        )
+    mirror = RiskMirror.from_state(specs, wallets.tolist(), columns)
+    wallet_top_up = np.zeros(ACCOUNTS, np.int64)
+    for store, spec, _ in markets:
+        figures = mirror.figures(spec.symbol, marks)
+        assert figures is not None
+        buffer = rng.uniform(1.3, 3.0, len(figures.account_idx))
+        wanted = (figures.maint_margin_atoms * buffer).astype(np.int64)
+        short_by = np.maximum(wanted - figures.equity_atoms, 0)
+        iso = figures.isolated
+        by_account = np.zeros(ACCOUNTS, np.int64)
+        by_account[figures.account_idx[iso]] = short_by[iso]
+        n = len(store)
+        store.margin_atoms[:n] += np.where(store.isolated[:n], by_account[store.account_idx[:n]], 0)
+        cross = figures.account_idx[~iso]
+        wallet_top_up[cross] = np.maximum(wallet_top_up[cross], short_by[~iso])
+    wallets = wallets + wallet_top_up
+
+    engine = Engine(specs, "index")
+    names = [f"a{i:06d}" for i in range(ACCOUNTS)]
+    accounts = [Account(name) for name in names]
+    for acct, atoms in zip(accounts, wallets.tolist(), strict=True):
+        acct.wallet.balance = atoms
+        engine.accounts[acct.name] = acct
+    house = engine.accounts[HOUSE] = Account(HOUSE)
+    house.wallet.balance = 10**18  # a trillion USDT behind the house's side
+    total_cost = 0
+    for store, spec, mark in markets:
+        symbol = spec.symbol
+        market = engine.markets[symbol]
+        market.index_ticks = market.mark_ticks = mark
+        n = len(store)
+        rows = zip(
+            store.account_idx[:n].tolist(),
+            store.size_lots[:n].tolist(),
+            store.cost_atoms[:n].tolist(),
+            store.isolated[:n].tolist(),
+            store.margin_atoms[:n].tolist(),
+            store.leverage[:n].tolist(),
+            strict=True,
+        )
+        net_lots = 0
+        for idx, size, cost, isolated, margin, leverage in rows:
+            acct = accounts[idx]
+            pos = acct.positions[symbol] = Position(acct.name, symbol, leverage)
+            pos.isolated, pos.size_lots, pos.cost_atoms = isolated, size, cost
+            pos.margin.balance = margin
+            net_lots += size
+            total_cost += cost
+        holders = engine.holders[symbol]
+        holders.update(names)
+        if net_lots:  # the house holds the other side at the mark
+            pos = house.positions[symbol] = Position(HOUSE, symbol, 1)
+            pos.size_lots = -net_lots
+            pos.cost_atoms = -net_lots * mark * spec.atoms_per_tick_lot
+            total_cost += pos.cost_atoms
+            holders.add(HOUSE)
+    held = sum(
+        a.wallet.balance + sum(p.margin.balance for p in a.positions.values())
+        for a in engine.accounts.values()
+    )
+    ledger = engine.ledger
+    ledger.settlement.balance = -total_cost
+    ledger.external.balance = -(held + ledger.settlement.balance)
+    engine.check_invariants()
+    return engine
+
+
+def tick_ms(engine: Engine, ticks: int, start: int) -> tuple[list[float], list[list[Event]]]:
+    """Time `ticks` mark ticks; tick i moves symbol i % 10 away from its start (or back)."""
+    symbols = sorted(engine.markets)
+    times: list[float] = []
+    events: list[list[Event]] = []
+    gc.disable()
+    try:
+        for i in range(start, start + ticks):
+            symbol = symbols[i % len(symbols)]
+            base = MARK_TICKS + 10 * int(symbol[3])
+            away = (i // len(symbols)) % 2 == 0
+            mark = base - base * MOVE_PPM // 1_000_000 if away else base  # longs lose first
+            command = UpdateIndex(symbol, mark)
+            began = time.perf_counter()
+            events.append(engine.apply(command))
+            times.append((time.perf_counter() - began) * 1e3)
+    finally:
+        gc.enable()
+    return times, events
+
+
+def engine_rows() -> list[dict[str, object]]:
+    began = time.perf_counter()
+    engine = build_engine()
+    setup_s = time.perf_counter() - began
+    positions = sum(len(h) for h in engine.holders.values())
+    liquidator = engine.liquidator
+    assert liquidator.vector_min_holders <= ACCOUNTS
+    # Warm-up tick: the first vector screen builds the mirror from the engine state.
+    build, _ = tick_ms(engine, 1, 0)
+    assert liquidator.mirror is not None
+    vector, vector_events = tick_ms(engine, ENGINE_TICKS_VECTOR - 1, 1)
+    # Back to the state after the warm-up tick (every symbol at its start, then symbol 0 moved
+    # again): the scalar path replays the next ticks and must emit what the vector path did.
+    for symbol in sorted(engine.markets):
+        engine.apply(UpdateIndex(symbol, MARK_TICKS + 10 * int(symbol[3])))
+    tick_ms(engine, 1, 0)
+    liquidator.vector_min_holders = 10**9
+    scalar, scalar_events = tick_ms(engine, ENGINE_TICKS_SCALAR, 1)
+    assert scalar_events == vector_events[:ENGINE_TICKS_SCALAR]
+    flat = [e for tick in vector_events for e in tick]
+    assert not any(isinstance(e, LiquidationTriggered) for e in flat)
+    calls = sum(isinstance(e, MarginCall) for e in flat)
+    vector_ms = statistics.median(vector)
+    scalar_ms = statistics.median(scalar)
+    return [
+        {
+            "benchmark": (
+                f"engine mark tick through Liquidator.run_pass ({positions:,} positions incl. the "
+                f"house, {ACCOUNTS:,} accounts, {SYMBOLS} symbols, one symbol ticks 0.1 %, nothing "
+                f"liquidatable, {calls} margin calls in {len(vector)} ticks; median tick, vector "
+                f"vs scalar path; setup {setup_s:.0f} s)"
+            ),
+            "metric": "ms/tick",
+            "value": vector_ms,
+            "baseline": scalar_ms,
+            "ratio": scalar_ms / vector_ms,
+            "goal": "none set",
+        },
+        {
+            "benchmark": (
+                f"risk mirror built from the engine state on the first vector tick "
+                f"({positions:,} positions; once per process or restore)"
+            ),
+            "metric": "ms",
+            "value": build[0],
+            "baseline": None,
+            "ratio": None,
+            "goal": "none set",
+        },
+    ]

@@ -17,6 +17,7 @@ from perpex.core.adl import (
     SHORT,
     AdlPosition,
     adl_allocate,
+    adl_quantile,
     adl_quantiles,
     adl_queue,
     adl_score,
@@ -140,3 +141,42 @@ def test_lights_follow_quantity_not_head_count() -> None:
 def test_bad_side_is_rejected() -> None:
     with pytest.raises(ValueError):
         adl_queue([], MARK, K, 0)
+
+
+# -- what the trader is shown (Binance-like): only profitable positions light up --------------
+
+
+def test_shown_lights_put_losers_at_the_bottom() -> None:
+    """The same book as above: the shown lights keep the profitable positions' percentiles in
+    the whole queue (13: 4 lights, 11: 3) and show every loser 1 light, however leveraged (12
+    was ranked second of the longs: 2 lights in the BitMEX reading, 1 shown)."""
+    positions = [
+        AdlPosition(10, 10, 15_000, 6_000),  # long, loss
+        AdlPosition(11, -10, -15_000, 3_000),  # short, +0.8
+        AdlPosition(12, 10, 15_000, 1_200),  # long, loss, 10x
+        AdlPosition(13, 10, 6_000, 2_400),  # long, +5
+        AdlPosition(14, -10, -6_000, 1_000),  # short, loss
+        AdlPosition(15, 10, 6_000, 0),  # past bankruptcy
+    ]
+    assert adl_quantiles(positions, MARK, K, losers_lowest=True) == [1, 3, 1, 4, 1, 1]
+    assert [adl_quantile(positions, i, MARK, K) for i in range(6)] == [1, 3, 1, 4, 1, 1]
+
+
+def test_shown_lights_of_a_lone_winner_among_losers() -> None:
+    """A profitable 10 lots ahead of 90 losing lots is the top 10 % of the queue: 5 lights."""
+    winner = AdlPosition(1, 10, 6_000, 2_400)
+    losers = [AdlPosition(a, 30, 45_000, 9_000) for a in (2, 3, 4)]
+    assert adl_quantiles([winner, *losers], MARK, K, losers_lowest=True) == [5, 1, 1, 1]
+
+
+def test_shown_lights_of_the_bitmex_example_are_unchanged(
+    bitmex_longs: list[AdlPosition],
+) -> None:
+    """All six MEX longs are profitable: the shown lights are BitMEX's percentiles."""
+    assert adl_quantiles(bitmex_longs, MARK, K, losers_lowest=True) == adl_quantiles(
+        bitmex_longs, MARK, K
+    )
+
+
+def test_flat_position_shows_no_lights() -> None:
+    assert adl_quantile([AdlPosition(0, 0, 0, 100)], 0, MARK, K) == 0

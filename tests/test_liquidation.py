@@ -80,7 +80,10 @@ def new_exchange(
     config: LiquidationConfig | None = None,
 ) -> Exchange:
     ex = Exchange(
-        markets=markets or [btc_market()], insurance_fund=insurance_fund, liquidation=config
+        markets=markets or [btc_market()],
+        insurance_fund=insurance_fund,
+        liquidation=config,
+        mark_price="index",
     )
     ex.deposit("maker", "100000000")  # the counterparty of every opening trade, 1x
     for m in markets or [btc_market()]:
@@ -342,6 +345,41 @@ def test_adl_ranking_is_pnl_percent_times_effective_leverage() -> None:
     events = move_index(ex, BTC, "94600")
     adl = [e.counterparty_account for e in events if isinstance(e, AutoDeleveraged)]
     assert adl == order == ["s_hi", "s_mid", "s_early", "s_lo"]
+
+
+def test_position_shows_adl_lights() -> None:
+    """`Exchange.position().adl_quantile`: 1-5 lights, Binance-like (perpex.core.adl), derived
+    here from §2.4 at a 95,500 mark. Shorts s_hi, s_mid, s_early, s_lo (0.1, 0.1, 0.1, 0.8 BTC)
+    are all profitable; in score order the quantity at or above each is 0.1, 0.2, 0.3 and
+    1.1 of 1.1 BTC: ceil(5 x share) = 1, 1, 2, 5 -> 5, 5, 4, 1 lights. The longs (alice,
+    lender) are losing: 1 light each. An account without a position shows 0."""
+    ex = _crash_setup("0")
+    ex.set_index_price(BTC, "95500")
+    mark = Fraction(95500)
+    shorts = ("s_hi", "s_mid", "s_lo", "s_early")
+    scored: list[tuple[Fraction, str, Fraction]] = []
+    for name in shorts:
+        p = ex.position(name, BTC)
+        qty = -Fraction(p.size)
+        entry = Fraction(p.entry_price)
+        bankrupt = entry + Fraction(p.isolated_margin) / qty  # §1.5, short
+        mark_value, entry_value, bankrupt_value = -qty * mark, -qty * entry, -qty * bankrupt
+        pnl_pct = (mark_value - entry_value) / abs(entry_value)
+        assert pnl_pct > 0
+        score = pnl_pct * abs(mark_value) / (mark_value - bankrupt_value)
+        scored.append((score, name, qty))
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    total = sum(qty for _, _, qty in scored)
+    expected: dict[str, int] = {}
+    above = Fraction(0)
+    for _, name, qty in scored:
+        above += qty
+        expected[name] = 6 - math.ceil(5 * above / total)
+    assert expected == {"s_hi": 5, "s_mid": 5, "s_early": 4, "s_lo": 1}
+    assert {name: ex.position(name, BTC).adl_quantile for name in shorts} == expected
+    assert ex.position("alice", BTC).adl_quantile == 1
+    assert ex.position("lender", BTC).adl_quantile == 1
+    assert ex.position("bids", BTC).adl_quantile == 0
 
 
 # == 3. what the fills make over bankruptcy goes to the fund ==================================
@@ -702,7 +740,7 @@ def test_fund_seed_and_liquidations_survive_the_journal(tmp_path: Path) -> None:
     hash. (The history is read from the event log, which a recovery rebuilds only from the
     commands it replays after the last snapshot.)"""
     db = tmp_path / "exchange.db"
-    ex = Exchange(markets=[btc_market()], journal=db, insurance_fund="1000")
+    ex = Exchange(markets=[btc_market()], journal=db, insurance_fund="1000", mark_price="index")
     ex.deposit("maker", "100000000")
     ex.set_leverage("maker", BTC, 1)
     ex.set_index_price(BTC, "100000")
@@ -715,7 +753,9 @@ def test_fund_seed_and_liquidations_survive_the_journal(tmp_path: Path) -> None:
     assert [h.reason for h in ex.insurance_fund_history()] == ["DEPOSIT", "LIQUIDATION_DEFICIT"]
     state = ex.state_hash()
     ex.close()
-    again = Exchange(markets=[btc_market()], journal=db, insurance_fund="1000")
+    again = Exchange(
+        markets=[btc_market()], journal=db, insurance_fund="1000", mark_price="index"
+    )
     assert again.state_hash() == state  # the seed was not applied a second time
     assert again.insurance_fund() == Decimal("0")
     again.engine.check_invariants()

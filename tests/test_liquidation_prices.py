@@ -282,7 +282,7 @@ CASES_A = [
 
 @pytest.mark.parametrize("case", CASES_A, ids=lambda c: c.name)
 def test_liquidation_price_one_position(case: Case) -> None:
-    ex = Exchange(markets=[zero_fee_market("BTCUSDT", TABLE_A_BTC, "1000")])
+    ex = Exchange(markets=[zero_fee_market("BTCUSDT", TABLE_A_BTC, "1000")], mark_price="index")
     fund_counterparty(ex, ["BTCUSDT"])
     qty, entry = _frac(case.qty), _frac(case.entry)
     if case.mode == "ISOLATED":
@@ -320,7 +320,7 @@ def test_liquidation_price_one_position(case: Case) -> None:
 
 def test_example_a_margin_ratio_at_entry() -> None:
     """MECHANICS.md §1.4 example A: MM at entry 450, margin ratio 450 / 5,000 = 9 %."""
-    ex = Exchange(markets=[zero_fee_market("BTCUSDT", TABLE_A_BTC, "1000")])
+    ex = Exchange(markets=[zero_fee_market("BTCUSDT", TABLE_A_BTC, "1000")], mark_price="index")
     fund_counterparty(ex, ["BTCUSDT"])
     ex.deposit("alice", "5000")
     ex.set_margin_mode("alice", "BTCUSDT", "ISOLATED")
@@ -348,6 +348,7 @@ MARK_ETH_B = "1335.18"
 
 def example_b_exchange() -> Exchange:
     ex = Exchange(
+        mark_price="index",
         markets=[
             zero_fee_market("BTCUSDT", TABLE_B_BTC, "10000"),
             zero_fee_market("ETHUSDT", TABLE_C_ETH, "100000"),
@@ -464,7 +465,7 @@ RECHECK_CASES = [
 
 @pytest.mark.parametrize("case", RECHECK_CASES, ids=lambda c: c.name)
 def test_bracket_recheck_uses_the_bracket_at_the_liquidation_price(case: RecheckCase) -> None:
-    ex = Exchange(markets=[zero_fee_market("BTCUSDT", TABLE_A_BTC, "1000")])
+    ex = Exchange(markets=[zero_fee_market("BTCUSDT", TABLE_A_BTC, "1000")], mark_price="index")
     fund_counterparty(ex, ["BTCUSDT"])
     ex.deposit("alice", case.wallet)
     open_position(ex, "alice", "BTCUSDT", case.side, case.qty, case.entry, case.leverage)

@@ -148,7 +148,10 @@ def test_the_basis_average_covers_5_minutes_only() -> None:
     ex.advance_time(150)  # 30 new samples of +5, 30 old ones of +15 left in the window: +10
     assert ex.mark_price(BTC) == Decimal("60020")  # median(60,010, 60,020, 60,020)
     ex.advance_time(150)
-    assert ex.mark_price(BTC) == Decimal("60015")  # median(60,010, 60,015, 60,020)
+    # Price 2 = 60,015 now, but Price 1 carries the predicted funding rate (the 0.01 % interest:
+    # the premium is inside the clamp) over the 28,200 s left to 08:00:
+    # 60,010 × (1 + 0.0001 × 28,200 / 28,800) = 60,015.876 -> median(60,015.9, 60,015, 60,020)
+    assert ex.mark_price(BTC) == Decimal("60015.9")
 
 
 def test_mark_modes_side_by_side() -> None:

@@ -40,7 +40,7 @@ def settled(ex: Exchange) -> None:
 @pytest.fixture
 def ex() -> Exchange:
     """Default markets, BTC index 60,000 and ETH 3,000; alice 100k, bob and carol 1M USDT."""
-    exchange = Exchange()
+    exchange = Exchange(mark_price="index")
     exchange.set_index_price(BTC, "60000")
     exchange.set_index_price(ETH, "3000")
     exchange.deposit("alice", "100000")
@@ -383,7 +383,7 @@ def test_client_order_id_is_unique_among_open_orders(ex: Exchange) -> None:
 def test_max_open_orders_per_account() -> None:
     market = Market(symbol=BTC, tick_size="0.1", step_size="0.001",
                     brackets=default_brackets()[BTC], max_open_orders=3)
-    ex = Exchange(markets=[market])
+    ex = Exchange(markets=[market], mark_price="index")
     ex.set_index_price(BTC, "60000")
     ex.deposit("alice", "100000")
     ex.deposit("bob", "100000")

@@ -65,6 +65,47 @@ REASON_CODES: dict[Reason, tuple[int, str]] = {
     Reason.CLOCK_BACKWARDS: (-1021, "Timestamp is before the exchange clock."),
     Reason.UNKNOWN_ACCOUNT: (-1100, "Illegal characters found in parameter 'account'."),
     Reason.UNKNOWN_INDEX_SOURCE: (-1130, "Data sent for parameter 'sources' is not valid."),
+    Reason.TIME_STEP_TOO_LARGE: (-1130, "Data sent for parameter 'seconds' is not valid."),
+    Reason.INVALID_FUNDING_RATE: (-1130, "Data sent for parameter 'fundingRate' is not valid."),
+    # Conditional orders (perpex.core.orders.ConditionalReject, BINANCE_API.md §4.4, §5.4).
+    Reason.WOULD_IMMEDIATELY_TRIGGER: (-2021, "Order would immediately trigger."),
+    Reason.INVALID_CALLBACK_RATE: (-2007, "Invalid callBack rate."),
+    Reason.INVALID_ACTIVATION_PRICE: (-4135, "Invalid activation price"),
+    Reason.STOP_PRICE_MISSING: (
+        -1102,
+        "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.",
+    ),
+    Reason.LIMIT_PRICE_MISSING: (
+        -1102,
+        "Mandatory parameter 'price' was not sent, was empty/null, or malformed.",
+    ),
+    Reason.CALLBACK_RATE_MISSING: (
+        -1102,
+        "Mandatory parameter 'callbackRate' was not sent, was empty/null, or malformed.",
+    ),
+    Reason.STOP_PRICE_NOT_REQUIRED: (-1106, "Parameter 'triggerPrice' sent when not required."),
+    Reason.LIMIT_PRICE_NOT_REQUIRED: (-1106, "Parameter 'price' sent when not required."),
+    Reason.CALLBACK_RATE_NOT_REQUIRED: (-1106, "Parameter 'callbackRate' sent when not required."),
+    Reason.ACTIVATION_PRICE_NOT_REQUIRED: (
+        -1106,
+        "Parameter 'activatePrice' sent when not required.",
+    ),
+    Reason.CLOSE_POSITION_NOT_ALLOWED: (-1106, "Parameter 'closePosition' sent when not required."),
+    Reason.REDUCE_ONLY_WITH_CLOSE_POSITION: (
+        -1106,
+        "Parameter 'reduceOnly' sent when not required.",
+    ),
+    Reason.QTY_WITH_CLOSE_POSITION: (
+        -4137,
+        "Quantity must be zero with closePosition equals true",
+    ),
+    Reason.QTY_NOT_POSITIVE: (-4003, "Quantity less than or equal to zero."),
+    Reason.TOO_MANY_STOP_ORDERS: (-4045, "Reach max stop order limit."),
+    Reason.INVALID_EXIT_LADDER: (-1130, "Data sent for parameter 'targets' is not valid."),
+    Reason.EXIT_LADDER_EXISTS: (
+        -2010,
+        "NEW_ORDER_REJECTED: an exit ladder is already open for this position.",
+    ),
 }
 
 

@@ -20,6 +20,7 @@ from typing import Final
 
 from perpex.core.engine import MARK_MODES, Engine
 from perpex.core.engine import Order as EngineOrder
+from perpex.core.funding import FundingConfig, FundingRateMissing, FundingSchedule
 from perpex.core.liquidation import LiquidationConfig
 from perpex.core.margin import bankruptcy_price_ticks, liquidation_price_ticks
 from perpex.core.markets import Market, MarketSpec, compile_market
@@ -32,6 +33,7 @@ from perpex.core.messages import (
     DepositInsurance,
     EndReason,
     Event,
+    FundingPaid,
     InsuranceFundChanged,
     OrderAccepted,
     OrderCanceled,
@@ -40,6 +42,7 @@ from perpex.core.messages import (
     PlaceOrder,
     Reason,
     RequestRejected,
+    SetFundingRate,
     SetLeverage,
     SetMarginMode,
     TimeInForce,
@@ -145,6 +148,30 @@ class InsuranceFundChange:
     symbol: str
 
 
+@dataclass(frozen=True)
+class FundingRate:
+    """Binance's GET /fapi/v1/premiumIndex for one symbol."""
+
+    symbol: str
+    mark_price: Decimal
+    index_price: Decimal
+    last_funding_rate: Decimal  # charged at the last settlement
+    predicted_funding_rate: Decimal  # what the next settlement charges if nothing changes
+    next_funding_time_ns: int
+    interest_rate: Decimal
+
+
+@dataclass(frozen=True)
+class FundingPayment:
+    """One funding settlement of one position, as Binance's income history shows it."""
+
+    time_ns: int
+    symbol: str
+    income: Decimal  # < 0 paid, > 0 received
+    funding_rate: Decimal
+    position_size: Decimal
+
+
 def _fraction_to_decimal(value: Fraction, places: int) -> Decimal:
     """Round half-even to `places` decimals (display only; triggers compare exactly)."""
     scaled = round(value * 10**places)
@@ -168,6 +195,8 @@ class Exchange:
         insurance_fund: object = None,
         liquidation: LiquidationConfig | None = None,
         index_sources: Mapping[str, int] | None = None,
+        funding: FundingConfig | Mapping[str, FundingConfig] | None = None,
+        funding_history: Mapping[str, FundingSchedule | str | os.PathLike[str]] | None = None,
     ) -> None:
         fund_atoms = 0
         if insurance_fund is not None:
@@ -186,7 +215,28 @@ class Exchange:
         index = None if index_sources is None else IndexConfig(dict(index_sources))
         specs = [compile_market(m) for m in (markets if markets is not None else default_markets())]
         self._specs: dict[str, MarketSpec] = {s.symbol: s for s in specs}
-        self.engine = Engine(specs, mark_mode=mark_price, liquidation=liquidation, index=index)
+        # One config for every market, or one per symbol (Binance's fundingInfo is per symbol).
+        funding_configs = (
+            dict.fromkeys(self._specs, funding) if isinstance(funding, FundingConfig) else funding
+        )
+        # Replay: rates from a history (e.g. Binance's published BTCUSDT funding) are fed to the
+        # engine as commands before each settlement, so the journal holds them like any input.
+        self._funding_history: dict[str, FundingSchedule] = {}
+        for symbol, history in (funding_history or {}).items():
+            if symbol not in self._specs:
+                raise ValueError(f"funding_history for {symbol}, which is not listed")
+            if not isinstance(history, FundingSchedule):
+                from perpex.history import load_funding_schedule
+
+                history = load_funding_schedule(os.fspath(history))
+            self._funding_history[symbol] = history
+        self.engine = Engine(
+            specs,
+            mark_mode=mark_price,
+            liquidation=liquidation,
+            index=index,
+            funding=funding_configs,
+        )
         self._events: list[Event] = []
         self.journal: JournaledEngine | None = None
         if journal is not None:
@@ -199,6 +249,7 @@ class Exchange:
                 snapshot_every=snapshot_every,
                 liquidation=liquidation,  # part of the journal's config fingerprint
                 index=index,
+                funding=funding_configs,
                 on_events=self._events.extend,
             )
             self.engine = self.journal.engine
@@ -353,9 +404,77 @@ class Exchange:
             ns = to_units(seconds, Decimal(1).scaleb(-9))
         except ParseError:
             raise ExchangeError(-1013, f"Invalid time step: {seconds!r}.") from None
-        events = self._apply(AdvanceClock(self.engine.clock_ns + ns))
+        target_ns = self.engine.clock_ns + ns
+        replayed = self._replayed_rates(target_ns)
+        with self.batch():
+            for command in replayed:
+                self._raise_rejection(self._apply(command))
+            events = self._apply(AdvanceClock(target_ns))
         self._raise_rejection(events)
         return self.engine.clock_ns
+
+    def _replayed_rates(self, target_ns: int) -> list[SetFundingRate]:
+        """The history's rate for every settlement the step to `target_ns` reaches (checked
+        whole before anything is sent: a missing one refuses the step)."""
+        commands = []
+        for symbol, schedule in self._funding_history.items():
+            funding = self.engine.markets[symbol].funding
+            if funding is None:
+                continue  # no price yet: no period has started, nothing settles
+            try:
+                due = funding.due_settlements(target_ns)
+            except ValueError:
+                raise error_for(Reason.TIME_STEP_TOO_LARGE) from None
+            for funding_ns in due:
+                try:
+                    rate_e8 = schedule.rate_at(funding_ns)
+                except FundingRateMissing as exc:
+                    raise ExchangeError(-1130, f"{symbol}: {exc}") from None
+                commands.append(SetFundingRate(symbol, funding_ns, rate_e8))
+        return commands
+
+    # -- funding ------------------------------------------------------------------------------
+    def funding_rate(self, symbol: str) -> FundingRate:
+        """Mark, index, the last and the predicted funding rate and the next funding time."""
+        spec = self._spec(symbol)
+        market = self.engine.markets[spec.symbol]
+        rate = Decimal(1).scaleb(-8)  # rates are integers in 1e-8
+        funding = market.funding
+        config = market.funding_config
+        next_ns = (
+            funding.next_funding_ns
+            if funding is not None
+            else (self.engine.clock_ns // config.period_ns + 1) * config.period_ns
+        )
+        return FundingRate(
+            symbol=spec.symbol,
+            mark_price=spec.price_to_decimal(market.mark_ticks),
+            index_price=spec.price_to_decimal(market.index_ticks),
+            last_funding_rate=market.last_funding_rate_e8 * rate,
+            predicted_funding_rate=self.engine.predicted_funding_rate_e8(market) * rate,
+            next_funding_time_ns=next_ns,
+            interest_rate=config.interest_e8 * rate,
+        )
+
+    def funding_history(self, account: str, symbol: str | None = None) -> list[FundingPayment]:
+        """Every funding payment of the account (optionally one symbol), oldest first."""
+        name = self._account(account)
+        if symbol is not None:
+            symbol = self._spec(symbol).symbol
+        rate = Decimal(1).scaleb(-8)
+        return [
+            FundingPayment(
+                e.time_ns,
+                e.symbol,
+                -atoms_to_decimal(e.payment_atoms),
+                e.rate_e8 * rate,
+                self._specs[e.symbol].qty_to_decimal(e.size_lots),
+            )
+            for e in self._events
+            if isinstance(e, FundingPaid)
+            and e.account == name
+            and (symbol is None or e.symbol == symbol)
+        ]
 
     @property
     def time_ns(self) -> int:
@@ -643,7 +762,8 @@ class Exchange:
             maintenance_margin=atoms_to_decimal(
                 spec.maintenance_margin_atoms(notional) if size else 0
             ),
-            adl_quantile=0,
+            # 1-5 ADL lights (Binance-like: only a profitable position lights up); 0 when flat
+            adl_quantile=engine.liquidator.adl_quantile(account, spec.symbol) if size else 0,
         )
 
     def _cross_others(self, account: str, symbol: str) -> tuple[int, int, int]:
@@ -721,6 +841,8 @@ __all__ = [
     "Account",
     "Exchange",
     "ExchangeError",
+    "FundingPayment",
+    "FundingRate",
     "InsuranceFundChange",
     "Order",
     "Position",

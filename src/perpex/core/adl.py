@@ -18,6 +18,13 @@ Longs and shorts are ranked separately, highest score first; equal scores go by 
 Lights follow BitMEX's worked example (MEX autoDeleveragingExamples): a position's percentile
 is the share of the side's quantity ranked at or above it, rounded up to 20 %; the top 20 %
 shows 5 lights, the bottom 1.
+
+What a trader is shown (`adl_quantile`, `Exchange.position().adl_quantile`) is the Binance-like
+reading of the same queue (MECHANICS.md §1.8: "ranked by profit and leverage", a 5-light
+indicator): only a profitable position (score > 0) lights up, by its percentile in its side's
+whole queue (losers included, as the queue `liquidation._deleverage` walks), and every position
+that is flat, losing or past bankruptcy shows 1 light, the lowest priority. 0 means "no
+position". (Binance's API field `adlQuantile` counts 0-4 for the same five steps.)
 """
 
 from __future__ import annotations
@@ -86,11 +93,17 @@ def adl_queue(
 
 
 def adl_quantiles(
-    positions: Sequence[AdlPosition], mark_ticks: int, atoms_per_tick_lot: int
+    positions: Sequence[AdlPosition],
+    mark_ticks: int,
+    atoms_per_tick_lot: int,
+    *,
+    losers_lowest: bool = False,
 ) -> list[int]:
     """Lights 1..5 per position, aligned with `positions` (each side ranked on its own).
 
-    lights = 6 − ceil(5 × (quantity ranked at or above the position) / (side's quantity)).
+    lights = 6 − ceil(5 × (quantity ranked at or above the position) / (side's quantity)),
+    the side's quantity being that of its ranked positions. With `losers_lowest` (what the
+    exchange shows) a position whose score is not positive shows 1 light whatever its place.
     """
     lights = [1] * len(positions)
     for side in (LONG, SHORT):
@@ -99,9 +112,24 @@ def adl_quantiles(
         cumulative_lots = 0
         for i in queue:
             cumulative_lots += abs(positions[i].size_lots)
+            # the percentile rounds up to the next 20 % step (BitMEX's example)
             bucket = div(LIGHTS * cumulative_lots, total_lots, Rounding.CEIL)  # 1..5
             lights[i] = LIGHTS + 1 - bucket
+        if losers_lowest:
+            for i in queue:
+                score = adl_score(positions[i], mark_ticks, atoms_per_tick_lot)
+                if score is None or score <= 0:
+                    lights[i] = 1
     return lights
+
+
+def adl_quantile(
+    positions: Sequence[AdlPosition], index: int, mark_ticks: int, atoms_per_tick_lot: int
+) -> int:
+    """The lights shown for `positions[index]` (0 if flat), Binance-like: see the module."""
+    if not positions[index].size_lots:
+        return 0
+    return adl_quantiles(positions, mark_ticks, atoms_per_tick_lot, losers_lowest=True)[index]
 
 
 def adl_allocate(
@@ -131,6 +159,7 @@ __all__ = [
     "SHORT",
     "AdlPosition",
     "adl_allocate",
+    "adl_quantile",
     "adl_quantiles",
     "adl_queue",
     "adl_score",

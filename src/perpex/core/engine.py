@@ -10,13 +10,21 @@ source: the same commands give the same events and the same `state_hash()` in ev
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
+import numpy as np
 
 from perpex.core.book import BUY, SELL, OrderBook, RestingOrder
+from perpex.core.funding import (
+    MAX_SETTLEMENTS_PER_ADVANCE,
+    FundingConfig,
+    FundingSettlement,
+    FundingState,
+    funding_payments,
+)
 from perpex.core.ledger import Bucket, Ledger
 from perpex.core.markets import BracketSpec, MarketSpec
 from perpex.core.messages import (
@@ -30,6 +38,8 @@ from perpex.core.messages import (
     DepositInsurance,
     EndReason,
     Event,
+    FundingPaid,
+    FundingSettled,
     FundReason,
     IndexUpdated,
     InsuranceFundChanged,
@@ -45,6 +55,7 @@ from perpex.core.messages import (
     PositionChanged,
     Reason,
     RequestRejected,
+    SetFundingRate,
     SetLeverage,
     SetMarginMode,
     TimeInForce,
@@ -73,6 +84,8 @@ MAX_ACCOUNT_NAME: Final = 64
 MAX_CLIENT_ORDER_ID: Final = 36
 MAX_AMOUNT_ATOMS: Final = 2**62  # no single deposit, withdrawal or transfer is larger
 MARK_MODES: Final = tuple(m.value for m in MarkMode)  # "binance", "index", "last"
+MAX_FUNDING_OVERRIDES: Final = 10_000  # replayed rates waiting for their settlement, per market
+MAX_RATE_E8: Final = 100_000_000  # |funding rate| <= 100 %
 
 _CEIL = Rounding.CEIL
 _FLOOR = Rounding.FLOOR
@@ -183,7 +196,11 @@ class Account:
 class MarketState:
     __slots__ = (
         "book",
+        "funding",
+        "funding_config",
+        "funding_overrides",
         "index_ticks",
+        "last_funding_rate_e8",
         "last_trade_ticks",
         "leverage_caps",
         "mark_state",
@@ -192,8 +209,14 @@ class MarketState:
         "spec",
     )
 
-    def __init__(self, spec: MarketSpec, mark_config: MarkConfig) -> None:
+    def __init__(
+        self, spec: MarketSpec, mark_config: MarkConfig, funding_config: FundingConfig
+    ) -> None:
         self.spec = spec
+        self.funding_config = funding_config
+        self.funding: FundingState | None = None  # starts with the market's first index
+        self.funding_overrides: dict[int, int] = {}  # funding time -> replayed rate (1e-8)
+        self.last_funding_rate_e8 = 0
         self.book = OrderBook()
         self.index_ticks = 0  # 0 until the first oracle tick
         self.mark_ticks = 0
@@ -235,6 +258,7 @@ class Engine:
         insurance_fund_atoms: int = 0,
         liquidation: LiquidationConfig | None = None,
         index: IndexConfig | None = None,
+        funding: Mapping[str, FundingConfig] | None = None,
     ) -> None:
         # liquidation.py builds on this module's Order/Account types, hence the late import.
         from perpex.core.liquidation import LiquidationConfig, Liquidator
@@ -247,10 +271,15 @@ class Engine:
         mark_config = MarkConfig(MarkMode(mark_mode))
         self.index_config = index or DEFAULT_INDEX_CONFIG
         self.markets: dict[str, MarketState] = {}
+        funding = funding or {}
         for spec in markets:
             if spec.symbol in self.markets:
                 raise EngineError(f"market {spec.symbol} listed twice")
-            self.markets[spec.symbol] = MarketState(spec, mark_config)
+            config = funding.get(spec.symbol) or FundingConfig()
+            self.markets[spec.symbol] = MarketState(spec, mark_config, config)
+        for symbol in funding:
+            if symbol not in self.markets:
+                raise EngineError(f"funding configured for {symbol}, which is not listed")
         self.accounts: dict[str, Account] = {}
         self.ledger = Ledger()
         self.clock_ns = 0
@@ -273,6 +302,7 @@ class Engine:
             UpdateIndex: self._update_index,
             UpdateSources: self._update_sources,
             AdvanceClock: self._advance_clock,
+            SetFundingRate: self._set_funding_rate,
             DepositInsurance: self.liquidator.deposit_insurance,
         }
 
@@ -518,6 +548,10 @@ class Engine:
             self.clock_ns, book.best_bid(), book.best_ask(), market.index_ticks or None
         )
         market.index_ticks = index_ticks
+        if market.funding is None:  # funding periods start with the first price
+            market.funding = FundingState.for_market(
+                market.spec, self.clock_ns, market.funding_config
+            )
         events: list[Event] = []
         old_mark_ticks = market.mark_ticks
         market.mark_ticks = self._mark_now(market)
@@ -528,31 +562,143 @@ class Engine:
 
     def _mark_now(self, market: MarketState) -> int:
         """The mark per the mark mode (MECHANICS.md §1.6), within the market's price range."""
-        mark = market.mark_state.mark(
-            self.clock_ns, market.index_ticks or None, market.last_trade_ticks or None
-        )
+        funding = market.funding
+        if funding is None:
+            mark = market.mark_state.mark(
+                self.clock_ns, market.index_ticks or None, market.last_trade_ticks or None
+            )
+        else:  # Price 1 carries the predicted rate over the time left to the funding time
+            mark = market.mark_state.mark(
+                self.clock_ns,
+                market.index_ticks or None,
+                market.last_trade_ticks or None,
+                self.predicted_funding_rate_e8(market),
+                funding.next_funding_ns,
+                market.funding_config.interval_ns,
+            )
         assert mark is not None  # called only once there is an index
         spec = market.spec
         return min(max(mark, spec.min_price_ticks), spec.max_price_ticks)
 
+    def predicted_funding_rate_e8(self, market: MarketState) -> int:
+        """The rate the coming settlement will charge if nothing changes (a replayed one if set)."""
+        funding = market.funding
+        if funding is None:
+            return 0
+        override = market.funding_overrides.get(funding.next_funding_ns)
+        return funding.predicted_rate_e8() if override is None else override
+
     def _advance_clock(self, cmd: AdvanceClock) -> list[Event]:
         if cmd.ts_ns < self.clock_ns:
             return [RequestRejected("", "", Reason.CLOCK_BACKWARDS)]
-        # The book and the index held over the whole step: they are the basis samples of every
-        # 5-s grid point in it (MarkState.on_sample). Then the mark is recomputed at the new
-        # time, as Binance republishes it every second.
+        # The funding times the step reaches, over all markets, in time order: the clock stops
+        # at each, so each settles at the mark of its own time.
+        stops: set[int] = set()
         for market in self.markets.values():
+            if market.funding is not None:
+                try:
+                    stops.update(market.funding.due_settlements(cmd.ts_ns))
+                except ValueError:  # more than MAX_SETTLEMENTS_PER_ADVANCE in one step
+                    return [RequestRejected("", "", Reason.TIME_STEP_TOO_LARGE)]
+        if len(stops) > MAX_SETTLEMENTS_PER_ADVANCE:
+            return [RequestRejected("", "", Reason.TIME_STEP_TOO_LARGE)]
+        events: list[Event] = [ClockAdvanced(cmd.ts_ns)]
+        for stop_ns in sorted(stops):
+            self._step_clock(stop_ns, events)
+        if cmd.ts_ns not in stops:
+            self._step_clock(cmd.ts_ns, events)
+        return events
+
+    def _step_clock(self, ts_ns: int, events: list[Event]) -> None:
+        """Move the clock to `ts_ns` (no funding time strictly between): sample, re-mark, settle.
+
+        The book and the index held over the whole step: they are the basis and premium samples
+        of every 5-s grid point in it. Then the mark is recomputed at the new time (as Binance
+        republishes it every second) and the risk pass runs; then the funding due at this time
+        is paid at that mark, and the pass runs again for what the payments sank.
+        """
+        settlements: list[tuple[str, MarketState, FundingSettlement]] = []
+        for symbol, market in self.markets.items():
             if market.index_ticks:
                 book = market.book
                 market.mark_state.on_sample(
-                    cmd.ts_ns, book.best_bid(), book.best_ask(), market.index_ticks
+                    ts_ns, book.best_bid(), book.best_ask(), market.index_ticks
                 )
-        self.clock_ns = cmd.ts_ns
-        events: list[Event] = [ClockAdvanced(cmd.ts_ns)]
+            if market.funding is not None:
+                for settlement in market.funding.advance(ts_ns, market.book, market.index_ticks):
+                    settlements.append((symbol, market, settlement))
+        self.clock_ns = ts_ns
         for symbol, market in self.markets.items():
             if market.index_ticks:
                 self._refresh_mark(symbol, market, events)
-        return events
+        for symbol, market, settlement in settlements:
+            self._settle_funding(symbol, market, settlement, events)
+            self.liquidator.run_pass(symbol, market.mark_ticks, events)
+
+    def _settle_funding(
+        self, symbol: str, market: MarketState, settlement: FundingSettlement, events: list[Event]
+    ) -> None:
+        """Every open position of `symbol` pays (or receives) its funding, in one vector pass.
+
+        Isolated positions pay from their isolated margin, cross ones from the wallet; payers
+        round up and receivers down (perpex.core.funding), the dust stays in FUNDING.
+        """
+        rate_e8, divisor = settlement.rate_e8, settlement.rate_divisor
+        override = market.funding_overrides.pop(settlement.time_ns, None)
+        if override is not None:  # a replayed history rate is charged whole, per interval
+            rate_e8, divisor = override, 1
+        market.last_funding_rate_e8 = rate_e8
+        mark = market.mark_ticks
+        spec = market.spec
+        names = sorted(self.holders[symbol])
+        positions = [self.accounts[name].positions[symbol] for name in names]
+        dust = 0
+        if positions:
+            sizes = np.fromiter((p.size_lots for p in positions), np.int64, len(positions))
+            payments, dust = funding_payments(
+                sizes, mark, spec.atoms_per_tick_lot, rate_e8, divisor
+            )
+            ledger = self.ledger
+            for name, pos, paid in zip(names, positions, payments.tolist(), strict=True):
+                if not paid:
+                    continue
+                source = pos.margin if pos.isolated else self.accounts[name].wallet
+                ledger.transfer(source, ledger.funding, paid)
+                events.append(
+                    FundingPaid(
+                        name, symbol, settlement.time_ns, paid, rate_e8, pos.size_lots, pos.isolated
+                    )
+                )
+        events.append(
+            FundingSettled(
+                symbol,
+                settlement.time_ns,
+                rate_e8,
+                divisor,
+                mark,
+                settlement.premium_e8,
+                dust,
+            )
+        )
+
+    def _set_funding_rate(self, cmd: SetFundingRate) -> list[Event]:
+        market = self.markets.get(cmd.symbol)
+        if market is None:
+            return [RequestRejected("", cmd.symbol, Reason.UNKNOWN_SYMBOL)]
+        period_ns = market.funding_config.period_ns
+        if (
+            abs(cmd.rate_e8) > MAX_RATE_E8
+            or cmd.funding_time_ns <= self.clock_ns  # only a settlement still to come
+            or cmd.funding_time_ns % period_ns
+            or market.funding_config.hourly_split  # a history rate is per whole interval
+            or (
+                cmd.funding_time_ns not in market.funding_overrides
+                and len(market.funding_overrides) >= MAX_FUNDING_OVERRIDES
+            )
+        ):
+            return [RequestRejected("", cmd.symbol, Reason.INVALID_FUNDING_RATE)]
+        market.funding_overrides[cmd.funding_time_ns] = cmd.rate_e8
+        return []
 
     def _refresh_mark(self, symbol: str, market: MarketState, events: list[Event]) -> None:
         old_mark_ticks = market.mark_ticks
@@ -1141,6 +1287,10 @@ class Engine:
                     [o.order_id for o in m.book.orders()],  # queue order matters
                     m.mark_state.record(),  # the basis samples shape future marks
                     sorted([name, price, ts] for name, (price, ts) in m.quotes.items()),
+                    m.funding_config,
+                    None if m.funding is None else m.funding.record(),
+                    sorted(m.funding_overrides.items()),
+                    m.last_funding_rate_e8,
                 ]
             )
         accounts = []
@@ -1199,7 +1349,10 @@ class Engine:
         mark_mode, sources, stale_after_ns, max_deviation_ppm = oracle
         index = IndexConfig(dict(sources), stale_after_ns, max_deviation_ppm)
         specs = [_spec_from_record(m[0]) for m in markets]
-        engine = cls(specs, mark_mode, index=index)
+        funding = {
+            m[0][0]: msgspec.convert(m[7], FundingConfig) for m in markets
+        }
+        engine = cls(specs, mark_mode, index=index, funding=funding)
         engine.liquidator.load(liquidation)
         engine.clock_ns = clock_ns
         engine.next_order_id = data["next_order_id"]
@@ -1249,6 +1402,17 @@ class Engine:
                 m.book.add(orders[oid])
             m.mark_state = MarkState.from_record(record[5], m.mark_state.config)
             m.quotes = {name: (price, ts) for name, price, ts in record[6]}
+            if record[8] is not None:
+                m.funding = FundingState.from_record(
+                    record[8],
+                    m.funding_config,
+                    impact_notional_atoms=FundingState.for_market(
+                        m.spec, 0, m.funding_config
+                    ).impact_notional_atoms,
+                    atoms_per_tick_lot=m.spec.atoms_per_tick_lot,
+                )
+            m.funding_overrides = {int(t): int(r) for t, r in record[9]}
+            m.last_funding_rate_e8 = record[10]
         return engine
 
     # == invariants ===========================================================================
@@ -1322,7 +1486,7 @@ class Engine:
         return -lg.external.balance, total
 
 
-SNAPSHOT_VERSION: Final = 3  # 2: the liquidation record joined; 3: the oracle state
+SNAPSHOT_VERSION: Final = 4  # 2: liquidation record; 3: oracle state; 4: funding
 
 
 def _spec_from_record(r: list[Any]) -> MarketSpec:

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 import msgspec
 import numpy as np
 
-from perpex.core.adl import AdlPosition, adl_queue
+from perpex.core.adl import AdlPosition, adl_quantile, adl_queue
 from perpex.core.book import BUY, SELL
 from perpex.core.engine import MAX_AMOUNT_ATOMS, Order
 from perpex.core.messages import (
@@ -98,6 +98,16 @@ class LiquidationConfig(msgspec.Struct, frozen=True, array_like=True):
     clearance_fee_ppm: int = 5_000  # of the liquidated notional (Binance: "up to 0.5 %")
     max_fund_distance_ppm: int = 100_000  # the fund closes no further than 10 % from the mark
     margin_call_ppm: int = 800_000  # MarginCall when MM / margin balance crosses 80 %
+    # Partial liquidation (BitMEX, Bybit, OKX; MECHANICS.md §2.3, §3): off (0) by default, as
+    # Binance's published process closes the whole position. From this bracket number up (>= 2)
+    # a liquidation first sends one Fill-or-Kill order that brings the position's notional at
+    # the mark below the cap of the bracket `partial_brackets_down` lower (or, when
+    # `partial_fraction_ppm` is set, closes that fraction of it), keeps the whole margin behind
+    # the rest, charges the clearance fee on the part closed and rechecks; only if that order
+    # cannot fill, or the account is still at or below its MM, does the full process follow.
+    partial_from_bracket: int = 0
+    partial_brackets_down: int = 1  # BitMEX/Bybit: "a lower risk limit"; OKX drops two tiers
+    partial_fraction_ppm: int = 0  # > 0: close this share of the position instead
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_liquidations_per_tick <= 1_000_000:
@@ -108,6 +118,12 @@ class LiquidationConfig(msgspec.Struct, frozen=True, array_like=True):
             raise ValueError("max_fund_distance_ppm must be in (0, 1000000)")
         if not 0 < self.margin_call_ppm <= PPM:
             raise ValueError("margin_call_ppm must be in (0, 1000000]")
+        if self.partial_from_bracket != 0 and not 2 <= self.partial_from_bracket <= 1_000:
+            raise ValueError("partial_from_bracket must be 0 (off) or in [2, 1000]")
+        if not 1 <= self.partial_brackets_down <= 1_000:
+            raise ValueError("partial_brackets_down must be in [1, 1000]")
+        if not 0 <= self.partial_fraction_ppm < PPM:
+            raise ValueError("partial_fraction_ppm must be in [0, 1000000)")
 
 
 class Candidate(NamedTuple):
@@ -116,6 +132,16 @@ class Candidate(NamedTuple):
     account: str
     symbol: str
     isolated: bool
+
+
+class Bankruptcy(NamedTuple):
+    """Where a position goes bust (see the module docstring, "Bankruptcy price")."""
+
+    equity_atoms: int  # margin behind it (isolated) or the account's margin balance (cross)
+    share_atoms: Fraction  # the part of that equity standing behind this position
+    price: Fraction  # ticks: where the position's share is used up
+    limit_ticks: int  # `price` rounded in the trader's favour, within the market's range
+    past_range: bool  # the range clamp made `limit_ticks` worse than `price` for the trader
 
 
 def _more_underwater(a: Candidate, b: Candidate) -> int:
@@ -186,6 +212,9 @@ class Liquidator:
                 c.clearance_fee_ppm,
                 c.max_fund_distance_ppm,
                 c.margin_call_ppm,
+                c.partial_from_bracket,
+                c.partial_brackets_down,
+                c.partial_fraction_ppm,
             ],
             [[account, symbol] for account, symbol in self.queue],
         ]
@@ -229,6 +258,34 @@ class Liquidator:
             upnl, mm = _upnl_mm(market.spec, market.mark_ticks, pos)
             return pos.margin.balance + upnl, mm
         return self.cross_figures(acct)
+
+    def adl_quantile(self, account: str, symbol: str) -> int:
+        """The ADL lights (1-5) shown for the account's position in `symbol`; 0 when flat.
+
+        Ranked against the other positions on its side of that symbol exactly as
+        `_deleverage` would take them (equal scores by account name); only a profitable
+        position lights up (`perpex.core.adl`). O(holders of the symbol): a view, not the pass.
+        """
+        engine = self.engine
+        acct = engine.accounts.get(account)
+        pos = None if acct is None else acct.positions.get(symbol)
+        if acct is None or pos is None or not pos.size_lots:
+            return 0
+        long = pos.size_lots > 0
+        same_side: list[AdlPosition] = []
+        mine = -1
+        for idx, name in enumerate(sorted(engine.holders[symbol])):
+            other_acct = engine.accounts[name]
+            other = other_acct.positions[symbol]
+            if (other.size_lots > 0) != long:
+                continue
+            if name == account:
+                mine = len(same_side)
+            equity = self.figures(other_acct, other)[0]
+            same_side.append(AdlPosition(idx, other.size_lots, other.cost_atoms, equity))
+        assert mine >= 0, "holder index drifted"
+        market = engine.markets[symbol]
+        return adl_quantile(same_side, mine, market.mark_ticks, market.spec.atoms_per_tick_lot)
 
     # -- the pass -----------------------------------------------------------------------------
     def run_pass(self, symbol: str, old_mark_ticks: int, events: list[Event]) -> None:
@@ -473,6 +530,8 @@ class Liquidator:
         equity, mm = self.figures(acct, pos)
         if equity > mm:
             return True
+        if self.config.partial_from_bracket and self._reduce(acct, pos, events, dirty):
+            return True  # a partial liquidation brought it back above MM
         self._close(acct, pos, events, dirty)
         if not pos.isolated:
             # The first position gave up its share of the margin balance; what is left stands
@@ -500,6 +559,123 @@ class Liquidator:
             engine._end_order(acct, owner, market, order, EndReason.LIQUIDATION, events)
 
     # -- one position -------------------------------------------------------------------------
+    def bankruptcy(self, acct: Account, pos: Position) -> Bankruptcy:
+        """The position's bankruptcy price at the mark and the order limit that goes with it."""
+        market = self.engine.markets[pos.symbol]
+        spec = market.spec
+        k = spec.atoms_per_tick_lot
+        mark = market.mark_ticks
+        size = pos.size_lots
+        if pos.isolated:
+            upnl = size * mark * k - pos.cost_atoms
+            equity = pos.margin.balance + upnl
+            share = Fraction(equity)
+        else:
+            equity, total_mm = self.cross_figures(acct)
+            share = Fraction(equity * _upnl_mm(spec, mark, pos)[1], total_mm)
+        price = mark - share / (size * k)
+        # Never worse than bankruptcy for the trader; within the market's price range.
+        rounded = math.ceil(price) if size > 0 else math.floor(price)
+        limit = min(max(rounded, spec.min_price_ticks), spec.max_price_ticks)
+        past_range = (limit < price) if size > 0 else (limit > price)
+        return Bankruptcy(equity, share, price, limit, past_range)
+
+    def partial_lots(self, pos: Position) -> int:
+        """Lots a partial liquidation closes first (0: none, the whole position goes).
+
+        Only for a position whose notional at the mark is in bracket `partial_from_bracket`
+        or above. Either `partial_fraction_ppm` of it, rounded up to a lot, or what brings the
+        notional below the cap of the bracket `partial_brackets_down` lower (a notional on a cap
+        belongs to the bracket above, MECHANICS.md §1.2). Never all of it.
+        """
+        config = self.config
+        market = self.engine.markets[pos.symbol]
+        spec = market.spec
+        lot_atoms = market.mark_ticks * spec.atoms_per_tick_lot
+        held = abs(pos.size_lots)
+        bracket = spec.bracket_for(held * lot_atoms)
+        if not config.partial_from_bracket or bracket.index < config.partial_from_bracket:
+            return 0
+        if config.partial_fraction_ppm:
+            # at least the configured share: whole lots, rounded up
+            lots = div(held * config.partial_fraction_ppm, PPM, Rounding.CEIL)
+        else:
+            position_in_table = spec.brackets.index(bracket)
+            target = spec.brackets[max(position_in_table - config.partial_brackets_down, 0)]
+            # the most lots whose notional stays strictly below the target's cap: floor
+            keep = div(target.cap_atoms - 1, lot_atoms, Rounding.FLOOR)
+            lots = held - keep
+        return lots if 0 < lots < held else 0
+
+    def _reduce(self, acct: Account, pos: Position, events: list[Event], dirty: set[str]) -> bool:
+        """The partial step (BitMEX/Bybit, MECHANICS.md §2.3, §3.1): one Fill-or-Kill order per
+        eligible position (the isolated one, or the account's cross positions by symbol) at
+        the bankruptcy price or better. True once the position (isolated) or the account
+        (cross) is above its MM again."""
+        if pos.isolated:
+            candidates = [pos]
+        else:
+            candidates = [
+                acct.positions[s]
+                for s in sorted(acct.positions)
+                if not acct.positions[s].isolated and acct.positions[s].size_lots
+            ]
+        for candidate in candidates:
+            lots = self.partial_lots(candidate)
+            if lots and self._reduce_one(acct, candidate, lots, events, dirty):
+                equity, mm = self.figures(acct, pos)
+                if equity > mm:
+                    return True
+        return False
+
+    def _reduce_one(
+        self, acct: Account, pos: Position, lots: int, events: list[Event], dirty: set[str]
+    ) -> bool:
+        """Close `lots` of the position in one Fill-or-Kill order; False when it cannot fill."""
+        engine = self.engine
+        ledger = engine.ledger
+        market = engine.markets[pos.symbol]
+        spec = market.spec
+        symbol = spec.symbol
+        bust = self.bankruptcy(acct, pos)
+        if bust.equity_atoms <= 0 or bust.past_range:
+            return False  # nothing left to keep behind a smaller position
+        close_side = SELL if pos.size_lots > 0 else BUY
+        fillable, _ = market.book.walk(close_side, bust.limit_ticks, lots, acct.name)
+        if fillable < lots:
+            return False  # Fill-or-Kill: all of it at bankruptcy or better, or nothing
+        dirty.add(symbol)
+        wallet_before = acct.wallet.balance
+        quote_ticks = self._match(
+            acct, pos, market, close_side, bust.limit_ticks, lots, events, TimeInForce.FOK
+        )
+        if pos.isolated:
+            # A fill that reduces an isolated position releases its share of the margin to the
+            # wallet; a liquidation keeps all of it behind the rest (BitMEX: the position moves
+            # to a lower risk limit with its margin), so it goes back.
+            released = acct.wallet.balance - wallet_before
+            if released:
+                ledger.transfer(acct.wallet, pos.margin, released)
+            equity = pos.margin.balance + _upnl_mm(spec, market.mark_ticks, pos)[0]
+            source = pos.margin
+        else:
+            equity = self.cross_figures(acct)[0]
+            source = acct.wallet
+        # The clearance fee on the part closed only (MECHANICS.md §1.8), rounded up for the
+        # fund, never more than the trader has left.
+        fee = div(
+            quote_ticks * spec.atoms_per_tick_lot * self.config.clearance_fee_ppm,
+            PPM,
+            Rounding.CEIL,
+        )
+        fee = min(fee, max(equity, 0), max(source.balance, 0))
+        if fee:
+            self._fund(source, fee, FundReason.CLEARANCE_FEE, acct.name, symbol, events)
+        events.append(
+            PositionChanged(acct.name, symbol, pos.size_lots, pos.cost_atoms, pos.margin.balance)
+        )
+        return True
+
     def _close(self, acct: Account, pos: Position, events: list[Event], dirty: set[str]) -> None:
         """Close the whole position: book at bankruptcy, then the fund, then ADL; settle."""
         engine = self.engine
@@ -521,18 +697,8 @@ class Liquidator:
                 return pos.margin.balance + acct.wallet.balance - wallet_before + upnl
             return self.cross_figures(acct)[0]
 
-        equity = equity_now()
-        if isolated:
-            share = Fraction(equity)
-        else:
-            total_mm = self.cross_figures(acct)[1]
-            share = Fraction(equity * _upnl_mm(spec, mark, pos)[1], total_mm)
+        equity, share, _, price, worse_than_bankruptcy = self.bankruptcy(acct, pos)
         target = equity - share  # what is left behind the account once the position is gone
-        bankruptcy = mark - share / (size * k)
-        # Never worse than bankruptcy for the trader; within the market's price range.
-        rounded = math.ceil(bankruptcy) if size > 0 else math.floor(bankruptcy)
-        price = min(max(rounded, spec.min_price_ticks), spec.max_price_ticks)
-        worse_than_bankruptcy = (price < bankruptcy) if size > 0 else (price > bankruptcy)
 
         closed_quote_ticks = 0  # Σ price x lots of the closing fills, for the clearance fee
         # 1. the liquidation order through the book, at the bankruptcy price or better
@@ -608,8 +774,10 @@ class Liquidator:
         limit_ticks: int,
         qty_lots: int,
         events: list[Event],
+        time_in_force: TimeInForce = TimeInForce.IOC,
     ) -> int:
-        """An IOC reduce-only liquidation order through the book; returns Σ price x lots."""
+        """A reduce-only liquidation order through the book; returns Σ price x lots. IOC, or
+        FOK for the partial step (the caller has walked the book: it fills in full)."""
         engine = self.engine
         symbol = market.spec.symbol
         order_id = engine.next_order_id
@@ -620,7 +788,7 @@ class Liquidator:
             symbol,
             side,
             OrderType.LIMIT,
-            TimeInForce.IOC,
+            time_in_force,
             limit_ticks,
             qty_lots,
             True,
@@ -634,7 +802,7 @@ class Liquidator:
                 symbol,
                 side,
                 OrderType.LIMIT,
-                TimeInForce.IOC,
+                time_in_force,
                 qty_lots,
                 limit_ticks,
                 True,

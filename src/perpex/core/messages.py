@@ -42,6 +42,27 @@ class Reason(enum.IntEnum):
     CLOCK_BACKWARDS = 26
     UNKNOWN_ACCOUNT = 27
     UNKNOWN_INDEX_SOURCE = 28
+    TIME_STEP_TOO_LARGE = 29
+    INVALID_FUNDING_RATE = 30
+    # Conditional orders (perpex.core.conditional), numbered from 101 so that reasons added
+    # elsewhere in the meantime never collide with them.
+    WOULD_IMMEDIATELY_TRIGGER = 101
+    INVALID_CALLBACK_RATE = 102
+    INVALID_ACTIVATION_PRICE = 103
+    STOP_PRICE_MISSING = 104
+    LIMIT_PRICE_MISSING = 105
+    CALLBACK_RATE_MISSING = 106
+    STOP_PRICE_NOT_REQUIRED = 107
+    LIMIT_PRICE_NOT_REQUIRED = 108
+    CALLBACK_RATE_NOT_REQUIRED = 109
+    ACTIVATION_PRICE_NOT_REQUIRED = 110
+    CLOSE_POSITION_NOT_ALLOWED = 111
+    REDUCE_ONLY_WITH_CLOSE_POSITION = 112
+    QTY_WITH_CLOSE_POSITION = 113
+    QTY_NOT_POSITIVE = 114
+    TOO_MANY_STOP_ORDERS = 115
+    INVALID_EXIT_LADDER = 116
+    EXIT_LADDER_EXISTS = 117
 
 
 class OrderType(enum.IntEnum):
@@ -54,6 +75,33 @@ class TimeInForce(enum.IntEnum):
     IOC = 2
     FOK = 3
     GTX = 4  # post-only
+
+
+class ConditionalKind(enum.IntEnum):
+    """Conditional order types (Binance USDⓈ-M; the rules are in `perpex.core.orders`)."""
+
+    STOP_MARKET = 1
+    STOP = 2  # stop-limit
+    TAKE_PROFIT_MARKET = 3
+    TAKE_PROFIT = 4  # take-profit limit
+    TRAILING_STOP_MARKET = 5
+
+
+class WorkingType(enum.IntEnum):
+    """Which price a conditional order watches."""
+
+    MARK_PRICE = 1
+    CONTRACT_PRICE = 2  # the last trade price
+
+
+class ConditionalEndReason(enum.IntEnum):
+    """Why a conditional order left its trigger book without firing."""
+
+    CANCELED = 1  # by its owner
+    OCO = 2  # the other member of its one-cancels-the-other pair fired
+    POSITION_CLOSED = 3  # reduce-only / close-position, and the position went to zero
+    ENTRY_ENDED = 4  # attached to an entry order that ended without opening a position
+    REPLACED = 5  # an exit ladder moved its stop (break-even, trailing)
 
 
 class EndReason(enum.IntEnum):
@@ -135,17 +183,66 @@ class PlaceOrder(Command, frozen=True):
     price_ticks: int  # 0 for a market order
     reduce_only: bool = False
     client_order_id: str | None = None
+    # Protection at entry: a reduce-only STOP_MARKET / TAKE_PROFIT_MARKET pair (one cancels
+    # the other) for the entry's quantity, attached in the same command; 0 = none.
+    stop_loss_ticks: int = 0
+    take_profit_ticks: int = 0
+    protection_working_type: WorkingType = WorkingType.MARK_PRICE
 
 
 class CancelOrder(Command, frozen=True):
+    """Cancels an open order or an open conditional order (ids never collide)."""
+
     account: str
     symbol: str
     order_id: int | None = None
     client_order_id: str | None = None
 
 
+class PlaceConditionalOrder(Command, frozen=True):
+    """A stop, take-profit or trailing stop, resting outside the book until it fires."""
+
+    account: str
+    symbol: str
+    side: int
+    kind: ConditionalKind
+    working_type: WorkingType
+    qty_lots: int  # 0 with close_position
+    stop_price_ticks: int = 0  # every kind but the trailing stop
+    limit_price_ticks: int = 0  # STOP and TAKE_PROFIT only
+    time_in_force: TimeInForce = TimeInForce.GTC  # of the LIMIT order STOP/TAKE_PROFIT place
+    reduce_only: bool = False
+    close_position: bool = False
+    client_order_id: str | None = None
+    callback_rate_ppm: int = 0  # trailing stop only
+    activation_price_ticks: int | None = None  # trailing stop only
+
+
+class PlaceExitLadder(Command, frozen=True):
+    """Scale out of a position: reduce-only take-profits for parts of it and a close-position
+    stop that moves to break-even (and optionally becomes a trailing stop) as targets fill."""
+
+    account: str
+    symbol: str
+    targets: tuple[tuple[int, int], ...]  # (trigger price in ticks, fraction in ppm), in order
+    stop_price_ticks: int
+    move_stop_to_entry_after: int = 1  # targets filled before the stop moves; 0 = never
+    trail_after: int = 0  # targets filled before a trailing stop replaces it; 0 = never
+    callback_rate_ppm: int = 0  # of that trailing stop
+    working_type: WorkingType = WorkingType.MARK_PRICE
+
+
 class AdvanceClock(Command, frozen=True):
     ts_ns: int
+
+
+class SetFundingRate(Command, frozen=True):
+    """Replay: the rate the settlement at `funding_time_ns` charges instead of the one the
+    book's premium gives (e.g. Binance's published history)."""
+
+    symbol: str
+    funding_time_ns: int
+    rate_e8: int
 
 
 class DepositInsurance(Command, frozen=True):
@@ -164,7 +261,10 @@ AnyCommand = (
     | UpdateSources
     | PlaceOrder
     | CancelOrder
+    | PlaceConditionalOrder
+    | PlaceExitLadder
     | AdvanceClock
+    | SetFundingRate
     | DepositInsurance
 )
 
@@ -227,6 +327,29 @@ class MarkPriceUpdated(Event, frozen=True):
     symbol: str
     index_ticks: int
     mark_ticks: int
+
+
+class FundingSettled(Event, frozen=True):
+    """A funding time of one symbol: every position paid |size| × mark × rate / (1e8 × divisor)
+    (a positive rate: longs pay shorts); the rounding dust stayed in the FUNDING bucket."""
+
+    symbol: str
+    time_ns: int
+    rate_e8: int
+    rate_divisor: int
+    mark_ticks: int
+    premium_e8: int  # the period's average premium (0 for a replayed rate's own premium)
+    dust_atoms: int
+
+
+class FundingPaid(Event, frozen=True):
+    account: str
+    symbol: str
+    time_ns: int
+    payment_atoms: int  # > 0 paid, < 0 received
+    rate_e8: int
+    size_lots: int
+    isolated: bool
 
 
 class ClockAdvanced(Event, frozen=True):
@@ -325,6 +448,62 @@ class MarginCall(Event, frozen=True):
     isolated: bool
 
 
+class ConditionalOrderAccepted(Event, frozen=True):
+    order_id: int  # from the same counter as book orders: the ids never collide
+    account: str
+    symbol: str
+    side: int
+    kind: ConditionalKind
+    working_type: WorkingType
+    qty_lots: int  # 0 with close_position
+    stop_price_ticks: int
+    limit_price_ticks: int
+    time_in_force: TimeInForce
+    reduce_only: bool
+    close_position: bool
+    client_order_id: str | None
+    callback_rate_ppm: int
+    activation_price_ticks: int | None
+    oco_group: int | None  # members of one group: the first to fire cancels the others
+
+
+class ConditionalOrderTriggered(Event, frozen=True):
+    """A conditional order fired at `price_ticks` (of its working type) and placed an order;
+    `placed_order_id` is None when that order was refused (an `OrderRejected` follows)."""
+
+    order_id: int
+    account: str
+    symbol: str
+    kind: ConditionalKind
+    working_type: WorkingType
+    price_ticks: int
+    placed_order_id: int | None
+
+
+class ConditionalOrderCanceled(Event, frozen=True):
+    order_id: int
+    account: str
+    symbol: str
+    reason: ConditionalEndReason
+
+
+class ExitLadderPlaced(Event, frozen=True):
+    account: str
+    symbol: str
+    target_order_ids: tuple[int, ...]  # in target order
+    stop_order_id: int
+
+
+class ExitLadderStopMoved(Event, frozen=True):
+    """The ladder's stop was replaced: to break-even, or by a trailing stop."""
+
+    account: str
+    symbol: str
+    old_order_id: int
+    new_order_id: int
+    targets_filled: int
+
+
 AnyEvent = (
     Deposited
     | Withdrawn
@@ -334,6 +513,8 @@ AnyEvent = (
     | IsolatedMarginChanged
     | IndexUpdated
     | MarkPriceUpdated
+    | FundingSettled
+    | FundingPaid
     | ClockAdvanced
     | OrderAccepted
     | OrderRejected
@@ -344,4 +525,9 @@ AnyEvent = (
     | InsuranceFundChanged
     | AutoDeleveraged
     | MarginCall
+    | ConditionalOrderAccepted
+    | ConditionalOrderTriggered
+    | ConditionalOrderCanceled
+    | ExitLadderPlaced
+    | ExitLadderStopMoved
 )

@@ -97,7 +97,12 @@ from typing import Any, Final
 import msgspec
 
 from perpex.core.book import BUY, SELL
+
+# The kinds and working types are message vocabulary (commands and events carry them); they
+# are re-exported here, where their rules live.
+from perpex.core.messages import ConditionalKind as ConditionalKind
 from perpex.core.messages import OrderType, TimeInForce
+from perpex.core.messages import WorkingType as WorkingType
 from perpex.core.units import PPM, Rounding, div
 
 RISES: Final = 1  # fires once the watched price has risen to the trigger: price >= trigger
@@ -113,21 +118,6 @@ MAX_CONDITIONAL_PER_ACCOUNT: Final = 10
 # Active trailing stops are scanned on every price update of their working type; this bounds
 # that scan (and the pending ones, which become active without a further check).
 MAX_TRAILING_PER_BOOK: Final = 1_000
-
-
-class ConditionalKind(enum.IntEnum):
-    STOP_MARKET = 1
-    STOP = 2  # stop-limit
-    TAKE_PROFIT_MARKET = 3
-    TAKE_PROFIT = 4  # take-profit limit
-    TRAILING_STOP_MARKET = 5
-
-
-class WorkingType(enum.IntEnum):
-    """Which price a conditional order watches."""
-
-    MARK_PRICE = 1
-    CONTRACT_PRICE = 2  # the last trade price
 
 
 class ConditionalReject(enum.IntEnum):

@@ -17,7 +17,7 @@ Snapshots are taken every `snapshot_every` commands and on demand; the newest
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
@@ -30,6 +30,7 @@ from perpex.journal.recovery import Outcome, RecoveryReport, encode_state, open_
 from perpex.journal.store import MAX_BATCH_COMMANDS, JournalError
 
 if TYPE_CHECKING:
+    from perpex.core.funding import FundingConfig
     from perpex.core.liquidation import LiquidationConfig
     from perpex.core.oracle import IndexConfig
 
@@ -52,6 +53,7 @@ class JournaledEngine:
         window_capacity: int = IDEMPOTENCY_WINDOW,
         liquidation: LiquidationConfig | None = None,
         index: IndexConfig | None = None,
+        funding: Mapping[str, FundingConfig] | None = None,
         migrate: bool = False,
         verify: bool = True,
         on_events: Callable[[list[Event]], object] | None = None,
@@ -70,6 +72,7 @@ class JournaledEngine:
             window_capacity=window_capacity,
             liquidation=liquidation,
             index=index,
+            funding=funding,
             migrate=migrate,
             verify=verify,
             on_events=on_events,

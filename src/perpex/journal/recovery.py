@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -47,6 +47,7 @@ from perpex.journal.store import (
 )
 
 if TYPE_CHECKING:
+    from perpex.core.funding import FundingConfig
     from perpex.core.liquidation import LiquidationConfig
     from perpex.core.oracle import IndexConfig
 
@@ -81,11 +82,14 @@ def genesis_state(
     mark_mode: str,
     liquidation: LiquidationConfig | None = None,
     index: IndexConfig | None = None,
+    funding: Mapping[str, FundingConfig] | None = None,
 ) -> bytes:
     """The empty engine as bytes: the journal's seq 0, and the identity of its config (market
     specs, mark mode, index sources, liquidation parameters: everything the engine's snapshot
     records)."""
-    return Engine(markets, mark_mode, liquidation=liquidation, index=index).snapshot()
+    return Engine(
+        markets, mark_mode, liquidation=liquidation, index=index, funding=funding
+    ).snapshot()
 
 
 def config_fingerprint(genesis: bytes, window_capacity: int) -> str:
@@ -175,6 +179,7 @@ def open_journal(
     window_capacity: int,
     liquidation: LiquidationConfig | None = None,
     index: IndexConfig | None = None,
+    funding: Mapping[str, FundingConfig] | None = None,
     migrate: bool = False,
     verify: bool = True,
     on_events: Callable[[list[Event]], object] | None = None,
@@ -184,7 +189,7 @@ def open_journal(
     store = JournalStore(path)
     try:
         report = RecoveryReport(path=str(store.path))
-        genesis = genesis_state(markets, mark_mode, liquidation, index)
+        genesis = genesis_state(markets, mark_mode, liquidation, index, funding)
         wanted = Meta(
             format_version=FORMAT_VERSION,
             engine_version=engine_version(),
