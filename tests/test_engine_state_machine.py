@@ -49,6 +49,7 @@ from perpex.core.messages import (
     Command,
     Deposit,
     Event,
+    FundingPaid,
     LiquidationTriggered,
     OrderAccepted,
     OrderRejected,
@@ -172,6 +173,9 @@ class CheckedEngine:
             elif isinstance(e, AutoDeleveraged):
                 STATS["adl"] += 1
                 note_event("auto-deleveraged")
+            elif isinstance(e, FundingPaid):
+                STATS["funding_payments"] += 1
+                note_event("paid funding")
         trades = sum(isinstance(e, TradeExecuted) for e in events)
         STATS["trades"] += trades
         if trades:
@@ -617,7 +621,7 @@ def test_engine_state_machine() -> None:
     assert STATS["trades"] >= 100, STATS
     assert STATS["accepted"] >= 500 and STATS["rejected"] >= 100, STATS
     assert STATS["restores"] >= 10 and STATS["twin_steps"] >= 50, STATS
-    assert STATS["liquidations"] >= 1, STATS
+    assert STATS["liquidations"] >= 1 and STATS["funding_payments"] >= 10, STATS
 
 
 def test_checked_engine_on_a_realistic_stream() -> None:
