@@ -621,7 +621,7 @@ def test_engine_state_machine() -> None:
     assert STATS["trades"] >= 100, STATS
     assert STATS["accepted"] >= 500 and STATS["rejected"] >= 100, STATS
     assert STATS["restores"] >= 10 and STATS["twin_steps"] >= 50, STATS
-    assert STATS["liquidations"] >= 1 and STATS["funding_payments"] >= 10, STATS
+    assert STATS["funding_payments"] >= 10, STATS  # liquidations: the crash stream below
 
 
 def test_checked_engine_on_a_realistic_stream() -> None:
@@ -637,6 +637,56 @@ def test_checked_engine_on_a_realistic_stream() -> None:
         checked.check()
     assert trades >= 100
     assert rejected >= 10
+
+
+def test_checked_engine_through_crashes() -> None:
+    """Thinly margined traders (10-100x, isolated and cross) against a market maker's thin
+    ladder, and gaps of 2-12 % in one tick: liquidations through the book, the fund and ADL,
+    with every per-command check and the non-recourse check after each risk pass; a restored
+    twin follows from the middle on. Deterministic (random.Random(5))."""
+    import random
+
+    rng = random.Random(5)
+    spec = SPEC_BY_SYMBOL[BTC]
+    k = spec.atoms_per_tick_lot
+    checked = CheckedEngine(Engine(default_specs()))
+    liquidations = adl = 0
+
+    def apply(cmd: Command) -> None:
+        nonlocal liquidations, adl
+        events = checked.apply(cmd)
+        liquidations += sum(isinstance(e, LiquidationTriggered) for e in events)
+        adl += sum(isinstance(e, AutoDeleveraged) for e in events)
+        checked.check()
+
+    apply(AdvanceClock(1_700_000_000 * NS_PER_SECOND))
+    apply(UpdateIndex(BTC, BTC_60000))
+    apply(Deposit("mm", 10**9 * ATOMS_PER_USDT))
+    for round_no in range(40):
+        if round_no == 20:
+            checked.twin = Engine.restore(checked.engine.snapshot())
+        mark = checked.engine.markets[BTC].mark_ticks
+        for level in range(1, 4):  # a thin ladder each side
+            for side, sign in ((BUY, -1), (SELL, 1)):
+                price = mark * (PPM + sign * level * 4_000) // PPM
+                apply(PlaceOrder("mm", BTC, side, OrderType.LIMIT, TimeInForce.GTC, 300, price))
+        for j in range(4):
+            name = f"t{round_no}_{j}"
+            deposit = rng.randint(200, 3_000) * ATOMS_PER_USDT
+            leverage = rng.choice((10, 20, 50, 100))
+            apply(Deposit(name, deposit))
+            if rng.random() < 0.5:
+                apply(SetMarginMode(name, BTC, True))
+            apply(SetLeverage(name, BTC, leverage))
+            lots = deposit * leverage * 7 // 10 // (mark * k)
+            side = rng.choice((BUY, SELL))
+            apply(PlaceOrder(name, BTC, side, OrderType.MARKET, TimeInForce.IOC, max(lots, 1), 0))
+        move = rng.randint(20_000, 120_000) * rng.choice((1, -1))
+        index = min(max(mark * (PPM + move) // PPM, spec.min_price_ticks), spec.max_price_ticks)
+        apply(UpdateIndex(BTC, index))
+        apply(AdvanceClock(checked.engine.clock_ns + rng.randint(1, 3_600) * NS_PER_SECOND))
+    assert liquidations >= 10, liquidations
+    assert adl >= 1, adl
 
 
 # -- explicit examples: known bugs ------------------------------------------------------------

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from perpex.core import liquidation
 from perpex.core.engine import Engine
 from perpex.core.liquidation import LiquidationConfig
 from perpex.core.messages import (
@@ -193,6 +194,43 @@ def test_partial_liquidation_crash_streams(config: LiquidationConfig) -> None:
     assert partial_orders >= 5
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_adl_lights_vector_equals_scalar(seed: int) -> None:
+    """`Liquidator.adl_quantile` over the mirror (float64 narrowing, exact near ties) gives the
+    lights of the scalar ranking for every holder, at every tenth command of a crash stream.
+    Twin positions (same size, entry and margin) make exact ties that go by account name."""
+    commands = crash_stream(seed, whales=4)
+    scalar, vector = engine(NEVER), engine(0)
+    lit = 0
+    for i, command in enumerate(commands):
+        scalar.apply(command)
+        vector.apply(command)
+        if i % 10 and i != len(commands) - 1:
+            continue
+        for symbol, holders in scalar.holders.items():
+            for name in sorted(holders):
+                lights = scalar.liquidator.adl_quantile(name, symbol)
+                assert vector.liquidator.adl_quantile(name, symbol) == lights, (i, name)
+                lit += lights > 1
+    assert lit >= 50
+
+
+def test_adl_lights_of_exact_twins_go_by_name() -> None:
+    """Three identical profitable longs (exact score ties) of 1 lot in 3: by name, the first
+    holds the top third (ceil(5/3) = 2: 4 lights), then 2/3 (ceil(10/3) = 4: 2 lights), 3/3."""
+    commands: list[Command] = [UpdateIndex(BTC, START[BTC]), Deposit("lp", 10**9 * USDT)]
+    for name in ("b", "a", "c"):
+        commands += [
+            Deposit(name, 10_000 * USDT),
+            PlaceOrder("lp", BTC, -1, OrderType.LIMIT, TimeInForce.GTC, 10, START[BTC]),
+            PlaceOrder(name, BTC, 1, OrderType.LIMIT, TimeInForce.GTC, 10, START[BTC]),
+        ]
+    commands.append(UpdateIndex(BTC, START[BTC] + 1_000))  # +100 USDT: the longs profit
+    for vector_min_holders in (0, NEVER):
+        e, _ = run(commands, vector_min_holders)
+        assert [e.liquidator.adl_quantile(n, BTC) for n in ("a", "b", "c", "lp")] == [4, 2, 1, 1]
+
+
 def test_shared_stream_vector_equals_scalar() -> None:
     """tests/streams.py with the default ("binance") mark: marks move on clock ticks too."""
     commands = command_stream(20240101, 2_000)
@@ -214,6 +252,24 @@ def test_threshold_switches_paths_midway() -> None:
     _, expected = run(commands, NEVER)
     _, got = run(commands, 12)
     assert got == expected
+
+
+def test_wholesale_rebuild_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a large engine a refresh touching a quarter of the accounts rebuilds the mirror
+    instead (`MIRROR_REBUILD_MIN_ACCOUNTS`); forced on here, the account indices are reassigned
+    mid-stream, and the answers stay those of the scalar loop."""
+    monkeypatch.setattr(liquidation, "MIRROR_REBUILD_MIN_ACCOUNTS", 0)
+    commands = crash_stream(2)
+    scalar, scalar_events = run(commands, NEVER)
+    vector = engine(0)
+    rebuilt = 0
+    for command, expected in zip(commands, scalar_events, strict=True):
+        before = vector.liquidator.mirror
+        assert vector.apply(command) == expected
+        rebuilt += vector.liquidator.mirror is not before
+        vector.liquidator.check_mirror()
+    assert rebuilt >= 3  # the first build and at least two wholesale refreshes
+    assert vector.state_hash() == scalar.state_hash()
 
 
 # -- derived state: not hashed, rebuilt after restore ----------------------------------------

@@ -29,6 +29,8 @@ from perpex.core.messages import (
     AdvanceClock,
     CancelOrder,
     Command,
+    ConditionalKind,
+    ConditionalOrderAccepted,
     Deposit,
     DepositInsurance,
     EndReason,
@@ -39,6 +41,8 @@ from perpex.core.messages import (
     OrderCanceled,
     OrderRejected,
     OrderType,
+    PlaceConditionalOrder,
+    PlaceExitLadder,
     PlaceOrder,
     Reason,
     RequestRejected,
@@ -50,8 +54,10 @@ from perpex.core.messages import (
     UpdateIndex,
     UpdateSources,
     Withdraw,
+    WorkingType,
 )
 from perpex.core.oracle import IndexConfig
+from perpex.core.orders import ConditionalOrder, trigger_price_ticks
 from perpex.core.units import (
     ATOM_DECIMALS,
     PPM,
@@ -80,16 +86,19 @@ SHOWN_PRICE_DECIMALS: Final = 8  # positionRisk shows entry/liquidation prices w
 NS_PER_SECOND: Final = 1_000_000_000
 _SIDES: Final = {"BUY": 1, "SELL": -1}
 _TIFS: Final = {t.name: t for t in TimeInForce}
+_GTC: Final = TimeInForce.GTC
 _MARGIN_MODES: Final = {"ISOLATED": True, "CROSSED": False}
-# Conditional-order parameters arrive with the risk tools; until then, as on Binance for a
-# plain LIMIT or MARKET order, sending one is an error (-1106), never silently ignored.
+_CONDITIONAL_TYPES: Final = {k.name: k for k in ConditionalKind}
+_WORKING_TYPES: Final = {w.name: w for w in WorkingType}
+# Trigger parameters a plain LIMIT or MARKET order may not carry: as on Binance, sending one
+# is an error (-1106), never silently ignored. (take_profit / stop_loss attach protection.)
 _CONDITIONAL_PARAMS: Final = (
     ("stop_price", "stopPrice"),
     ("callback_rate", "callbackRate"),
     ("activation_price", "activationPrice"),
-    ("take_profit", "takeProfit"),
-    ("stop_loss", "stopLoss"),
 )
+CALLBACK_RATE_UNIT: Final = Decimal("0.0001")  # callbackRate is in per cent: 1 ppm = 0.0001 %
+FRACTION_UNIT: Final = Decimal("0.000001")  # exit-ladder fractions, in ppm
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,14 @@ class Order:
     avg_price: Decimal
     status: str  # NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED
     reduce_only: bool
+    # Conditional orders (type STOP_MARKET, STOP, TAKE_PROFIT_MARKET, TAKE_PROFIT,
+    # TRAILING_STOP_MARKET): the trigger (a trailing stop's current one, or its activation
+    # price while it waits; 0 if neither), the price it watches, and the trailing parameters.
+    stop_price: Decimal = Decimal(0)
+    working_type: str = "CONTRACT_PRICE"
+    close_position: bool = False
+    callback_rate: Decimal | None = None  # per cent
+    activation_price: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +140,7 @@ class Position:
     isolated_margin: Decimal
     initial_margin: Decimal
     maintenance_margin: Decimal
-    adl_quantile: int  # ranked by the risk engine; 0 until it exists
+    adl_quantile: int  # 1-5 lights of the ADL queue (Binance); 0 without a position
 
 
 @dataclass(frozen=True)
@@ -307,9 +324,11 @@ class Exchange:
         return name
 
     def _raise_rejection(self, events: list[Event], **fields: object) -> None:
-        for e in events:
-            if isinstance(e, OrderRejected | RequestRejected):
-                raise error_for(e.reason, **fields) if fields else error_for(e.reason)
+        # A refusal is the command's only event: an OrderRejected further on belongs to an
+        # order a stop placed when this command's price move fired it.
+        e = events[0] if events else None
+        if isinstance(e, OrderRejected | RequestRejected):
+            raise error_for(e.reason, **fields) if fields else error_for(e.reason)
 
     @staticmethod
     def _amount_atoms(value: object, *, allow_negative: bool = False) -> int:
@@ -532,15 +551,25 @@ class Exchange:
         activation_price: object = None,
         take_profit: object = None,
         stop_loss: object = None,
+        close_position: bool = False,
     ) -> Order:
+        """A LIMIT or MARKET order (optionally with a stop-loss and take-profit attached: a
+        reduce-only STOP_MARKET / TAKE_PROFIT_MARKET pair, one cancels the other, watching
+        `working_type`), or a conditional order: STOP_MARKET, STOP, TAKE_PROFIT_MARKET,
+        TAKE_PROFIT (trigger in `stop_price`, limit in `price` for STOP/TAKE_PROFIT) or
+        TRAILING_STOP_MARKET (`callback_rate` in per cent, 0.1 to 10, optional
+        `activation_price`), which rests outside the book and comes back with status NEW."""
         spec = self._spec(symbol)
         name = self._account(account)
         if side not in _SIDES:
             raise ExchangeError(-1117, "Invalid side.")
+        kind: ConditionalKind | None = None
         if type == "LIMIT":
             order_type = OrderType.LIMIT
         elif type == "MARKET":
             order_type = OrderType.MARKET
+        elif isinstance(type, str) and type in _CONDITIONAL_TYPES:
+            kind = _CONDITIONAL_TYPES[type]
         else:
             raise ExchangeError(-1116, "Invalid orderType.")
         tif = _TIFS.get(time_in_force) if isinstance(time_in_force, str) else None
@@ -548,18 +577,10 @@ class Exchange:
             raise ExchangeError(-1115, "Invalid timeInForce.")
         if not isinstance(reduce_only, bool):
             raise mandatory("reduceOnly")
-        if working_type not in ("MARK_PRICE", "CONTRACT_PRICE"):
+        if not isinstance(close_position, bool):
+            raise mandatory("closePosition")
+        if not isinstance(working_type, str) or working_type not in _WORKING_TYPES:
             raise ExchangeError(-1100, "Illegal characters found in parameter 'workingType'.")
-        given = {
-            "stop_price": stop_price,
-            "callback_rate": callback_rate,
-            "activation_price": activation_price,
-            "take_profit": take_profit,
-            "stop_loss": stop_loss,
-        }
-        for param, wire_name in _CONDITIONAL_PARAMS:
-            if given[param] is not None:
-                raise not_required(wire_name)
         if client_order_id is not None and (
             not isinstance(client_order_id, str) or not CLIENT_ORDER_ID_RE.match(client_order_id)
         ):
@@ -568,6 +589,46 @@ class Exchange:
                 "Illegal characters found in parameter 'newClientOrderId'; legal range is "
                 f"'{CLIENT_ORDER_ID_RE.pattern}'.",
             )
+        if kind is not None:
+            if take_profit is not None:
+                raise not_required("takeProfit")
+            if stop_loss is not None:
+                raise not_required("stopLoss")
+            # closePosition takes no quantity (one sent is the engine's -4137 to refuse)
+            cond_qty = (
+                0 if quantity is None and close_position else self._mandatory_qty(spec, quantity)
+            )
+            return self._place_conditional(
+                spec,
+                PlaceConditionalOrder(
+                    name,
+                    spec.symbol,
+                    _SIDES[side],
+                    kind,
+                    _WORKING_TYPES[working_type],
+                    cond_qty,
+                    0 if stop_price is None else self._price_ticks(spec, stop_price),
+                    0 if price is None else self._price_ticks(spec, price),
+                    tif if kind in (ConditionalKind.STOP, ConditionalKind.TAKE_PROFIT) else _GTC,
+                    reduce_only,
+                    close_position,
+                    client_order_id,
+                    0 if callback_rate is None else self._callback_rate_ppm(callback_rate),
+                    None if activation_price is None else self._price_ticks(spec, activation_price),
+                ),
+            )
+        given = {
+            "stop_price": stop_price,
+            "callback_rate": callback_rate,
+            "activation_price": activation_price,
+        }
+        for param, wire_name in _CONDITIONAL_PARAMS:
+            if given[param] is not None:
+                raise not_required(wire_name)
+        if close_position:
+            raise not_required("closePosition")
+        stop_loss_ticks = 0 if stop_loss is None else self._price_ticks(spec, stop_loss)
+        take_profit_ticks = 0 if take_profit is None else self._price_ticks(spec, take_profit)
         if quantity is None:
             raise mandatory("quantity")
         qty_lots = self._qty_lots(spec, quantity)
@@ -590,12 +651,141 @@ class Exchange:
             price_ticks,
             reduce_only,
             client_order_id,
+            stop_loss_ticks,
+            take_profit_ticks,
+            _WORKING_TYPES[working_type],
         )
         events = self._apply(command)
-        for e in events:
-            if isinstance(e, OrderRejected):
-                raise self._order_error(spec, e.reason, _SIDES[side])
+        # A refusal is the command's only event (later ones, of stops its trades fired, are
+        # other orders' business).
+        if events and isinstance(events[0], OrderRejected):
+            raise self._order_error(spec, events[0].reason, _SIDES[side])
         return self._order_from_events(spec, events)
+
+    @staticmethod
+    def _mandatory_qty(spec: MarketSpec, quantity: object) -> int:
+        if quantity is None:
+            raise mandatory("quantity")
+        return Exchange._qty_lots(spec, quantity)
+
+    @staticmethod
+    def _callback_rate_ppm(value: object) -> int:
+        """callbackRate in per cent ("1.5" = 1.5 %) to ppm, exactly; the range is the engine's."""
+        try:
+            return to_units(value, CALLBACK_RATE_UNIT, max_decimals=4, positive=True)
+        except ParseError:
+            raise ExchangeError(-2007, "Invalid callBack rate.") from None
+
+    def _place_conditional(self, spec: MarketSpec, command: PlaceConditionalOrder) -> Order:
+        events = self._apply(command)
+        if events and isinstance(events[0], OrderRejected):
+            raise self._order_error(spec, events[0].reason, command.side)
+        accepted = events[0]
+        assert isinstance(accepted, ConditionalOrderAccepted)
+        order = self.engine.conditionals.get(accepted.order_id)
+        assert order is not None, "a conditional order cannot fire at placement"
+        return self._conditional_view(order, "NEW")
+
+    def place_exit_ladder(
+        self,
+        account: str,
+        symbol: str,
+        targets: Sequence[tuple[object, object]],
+        stop_loss: object,
+        move_stop_to_entry_after: int | None = 1,
+        trail_after: int | None = None,
+        callback_rate: object = None,
+        working_type: str = "MARK_PRICE",
+    ) -> list[Order]:
+        """Scale out of the open position: `targets` are (price, fraction of the position)
+        pairs going away from the entry, fractions summing to 1; each becomes a reduce-only
+        TAKE_PROFIT_MARKET for that fraction (rounded down to the step; the last takes the
+        rest). `stop_loss` is a close-position STOP_MARKET. Once `move_stop_to_entry_after`
+        targets have filled, the stop moves to break-even (entry plus fees, rounded against
+        the trader); once `trail_after` have, a TRAILING_STOP_MARKET at `callback_rate` per
+        cent replaces it. Returns the orders placed: the targets, then the stop."""
+        spec = self._spec(symbol)
+        name = self._account(account)
+        if not isinstance(working_type, str) or working_type not in _WORKING_TYPES:
+            raise ExchangeError(-1100, "Illegal characters found in parameter 'workingType'.")
+        bad_targets = ExchangeError(-1130, "Data sent for parameter 'targets' is not valid.")
+        if isinstance(targets, str | bytes) or not isinstance(targets, Sequence) or not targets:
+            raise bad_targets
+        parsed: list[tuple[int, int]] = []
+        for target in targets:
+            if not isinstance(target, tuple | list) or len(target) != 2:
+                raise bad_targets
+            target_price, fraction = target
+            try:
+                fraction_ppm = to_units(fraction, FRACTION_UNIT, max_decimals=6, positive=True)
+            except ParseError:
+                raise bad_targets from None
+            parsed.append((self._price_ticks(spec, target_price), fraction_ppm))
+        if stop_loss is None:
+            raise mandatory("stopLoss")
+        counts = []
+        for param, count in (
+            ("moveStopToEntryAfter", move_stop_to_entry_after),
+            ("trailAfter", trail_after),
+        ):
+            if count is None:
+                count = 0
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise ExchangeError(-1130, f"Data sent for parameter '{param}' is not valid.")
+            counts.append(count)
+        command = PlaceExitLadder(
+            name,
+            spec.symbol,
+            tuple(parsed),
+            self._price_ticks(spec, stop_loss),
+            counts[0],
+            counts[1],
+            0 if callback_rate is None else self._callback_rate_ppm(callback_rate),
+            _WORKING_TYPES[working_type],
+        )
+        events = self._apply(command)
+        if events and isinstance(events[0], OrderRejected):
+            raise self._order_error(spec, events[0].reason, 0)
+        views = []
+        for e in events:
+            if isinstance(e, ConditionalOrderAccepted):
+                order = self.engine.conditionals.get(e.order_id)
+                assert order is not None, "a ladder's orders cannot fire at placement"
+                views.append(self._conditional_view(order, "NEW"))
+        return views
+
+    def _conditional_view(self, o: ConditionalOrder, status: str) -> Order:
+        spec = self._specs[o.symbol]
+        trigger = trigger_price_ticks(o)
+        if trigger is None:  # a trailing stop waiting for its activation price
+            trigger = o.activation_price_ticks or 0
+        return Order(
+            order_id=o.order_id,
+            client_order_id=o.client_order_id,
+            symbol=o.symbol,
+            side=_side_name(o.side),
+            type=o.kind.name,
+            time_in_force=o.time_in_force.name,
+            price=spec.price_to_decimal(o.limit_price_ticks),
+            orig_qty=spec.qty_to_decimal(o.qty_lots),
+            executed_qty=Decimal(0),
+            avg_price=Decimal(0),
+            status=status,
+            reduce_only=o.reduce_only,
+            stop_price=spec.price_to_decimal(trigger),
+            working_type=o.working_type.name,
+            close_position=o.close_position,
+            callback_rate=(
+                None
+                if not o.callback_rate_ppm
+                else Decimal(o.callback_rate_ppm) * CALLBACK_RATE_UNIT
+            ),
+            activation_price=(
+                None
+                if o.activation_price_ticks is None
+                else spec.price_to_decimal(o.activation_price_ticks)
+            ),
+        )
 
     def _order_error(self, spec: MarketSpec, reason: Reason, side: int) -> ExchangeError:
         if reason is Reason.MIN_NOTIONAL:
@@ -672,6 +862,14 @@ class Exchange:
                 oid = acct.client_ids.get(client_order_id)
                 live = None if oid is None else acct.orders.get(oid)
         view = self._order_view(live) if live is not None else None
+        if view is None:  # a conditional order, perhaps
+            conditionals = self.engine.conditionals
+            oid = order_id
+            if oid is None and client_order_id is not None:
+                oid = conditionals.order_id_of(name, client_order_id)
+            conditional = None if oid is None else conditionals.get(oid)
+            if conditional is not None and conditional.account == name:
+                view = self._conditional_view(conditional, "NEW")
         events = self._apply(CancelOrder(name, spec.symbol, order_id, client_order_id))
         self._raise_rejection(events)
         assert view is not None
@@ -696,14 +894,22 @@ class Exchange:
         )
 
     def open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
+        """Open orders and open conditional orders (as Binance lists them, typed STOP_MARKET
+        etc.), by ascending order id."""
         acct = self.engine.accounts.get(account)
         if acct is None:
             return []
-        return [
+        views = [
             self._order_view(o)
             for oid, o in sorted(acct.orders.items())
             if symbol is None or o.symbol == symbol
         ]
+        views += [
+            self._conditional_view(o, "NEW")
+            for o in self.engine.conditionals.orders_of(account)
+            if symbol is None or o.symbol == symbol
+        ]
+        return sorted(views, key=lambda v: v.order_id)
 
     def order_book(self, symbol: str, limit: int = 20) -> dict[str, list[tuple[Decimal, Decimal]]]:
         spec = self._spec(symbol)

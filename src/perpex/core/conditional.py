@@ -48,7 +48,7 @@ Protection at entry (`PlaceOrder.stop_loss_ticks` / `take_profit_ticks`): a redu
 STOP_MARKET and TAKE_PROFIT_MARKET on the other side, for the entry's quantity, one OCO group
 (the first to fire cancels the other). Both are checked before the entry is placed, so an
 invalid one refuses the whole command; a refused entry attaches nothing, nor does an entry
-that ended without a fill. They need no position at placement (the entry makes it). While the
+that ended without a fill; a reduce-only entry may not carry protection (-2022). They need no position at placement (the entry makes it). While the
 entry rests, the pair belongs to it: if the entry ends without leaving a position, the pair
 is canceled (`ENTRY_ENDED`), and a position going flat meanwhile does not cancel it. An entry
 whose own fills push the last price through a CONTRACT_PRICE protection fires it at once.
@@ -210,6 +210,7 @@ class Conditionals:
     __slots__ = (
         "_flat",
         "_ladder_of",
+        "_ladders_touched",
         "books",
         "client_ids",
         "count",
@@ -229,11 +230,12 @@ class Conditionals:
         self.client_ids: dict[str, dict[str, int]] = {}  # account -> client id -> order id
         self._ladder_of: dict[int, tuple[str, str]] = {}  # live ladder order -> its ladder
         self._flat: list[tuple[str, str]] = []  # positions that went to zero, not yet flushed
+        self._ladders_touched: set[tuple[str, str]] = set()  # lost a member this command
 
     # -- reads --------------------------------------------------------------------------------
     def pending(self) -> bool:
         """Anything for `after_command` to do (the engine's cheap test on every command)."""
-        return bool(self.count or self._flat or self.parents or self.ladders)
+        return bool(self.count or self._flat or self.parents or self._ladders_touched)
 
     def owns_client_id(self, account: str, client_order_id: str) -> bool:
         mine = self.client_ids.get(account)
@@ -287,10 +289,13 @@ class Conditionals:
         self._flush(events)
         self._cascade(events)
         self._check_parents(events)
-        for key in sorted(self.ladders):
-            ladder = self.ladders[key]
-            if not any(oid in self._ladder_of for oid in self._members(ladder)):
+        for key in sorted(self._ladders_touched):  # a ladder ends with its last order
+            ladder = self.ladders.get(key)
+            if ladder is not None and not any(
+                oid in self._ladder_of for oid in self._members(ladder)
+            ):
                 del self.ladders[key]
+        self._ladders_touched.clear()
 
     # -- commands -----------------------------------------------------------------------------
     def place(self, cmd: PlaceConditionalOrder) -> list[Event]:
@@ -355,6 +360,9 @@ class Conditionals:
         market = engine.markets.get(cmd.symbol)
         if market is None or not market.mark_ticks or cmd.side not in (BUY, SELL):
             return engine._place_order(plain)  # its refusal (or error) says why
+        if cmd.reduce_only:  # it opens nothing, so there is nothing for the pair to protect
+            return [OrderRejected(cmd.account, cmd.symbol, cmd.client_order_id,
+                                  Reason.REDUCE_ONLY_REJECTED)]  # fmt: skip
         planned = self._protection(cmd, engine.next_order_id + 1)
         for i, order in enumerate(planned):
             reason = self._check(order, market, attached=True, extra_count=i)
@@ -586,6 +594,7 @@ class Conditionals:
                 del self.client_ids[order.account]
         key = self._ladder_of.pop(order.order_id, None)
         if key is not None:
+            self._ladders_touched.add(key)
             ladder = self.ladders[key]
             if ladder.stop_order_id == order.order_id:
                 ladder.stop_order_id = 0
@@ -921,6 +930,7 @@ class Conditionals:
         self.count = 0
         self.client_ids = {}
         self._flat = []
+        self._ladders_touched = set()
         for book in self.books.values():
             for order in book.orders():
                 self.count += 1
@@ -942,6 +952,7 @@ class Conditionals:
         """Recompute the derived indexes and cross-check with the engine; AssertionError."""
         engine = self.engine
         assert not self._flat, "flat positions not flushed at the end of a command"
+        assert not self._ladders_touched, "ladders not cleaned up at the end of a command"
         assert sorted(self.books) == sorted(engine.markets), "a trigger book per market"
         count = 0
         client_ids: dict[str, dict[str, int]] = {}

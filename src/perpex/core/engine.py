@@ -51,6 +51,8 @@ from perpex.core.messages import (
     OrderCanceled,
     OrderRejected,
     OrderType,
+    PlaceConditionalOrder,
+    PlaceExitLadder,
     PlaceOrder,
     PositionChanged,
     Reason,
@@ -76,6 +78,7 @@ from perpex.core.oracle import (
 from perpex.core.units import PPM, Rounding, div
 
 if TYPE_CHECKING:
+    from perpex.core.conditional import Conditionals
     from perpex.core.liquidation import LiquidationConfig, Liquidator
 
 # Limits (every loop and collection has one).
@@ -261,6 +264,7 @@ class Engine:
         funding: Mapping[str, FundingConfig] | None = None,
     ) -> None:
         # liquidation.py builds on this module's Order/Account types, hence the late import.
+        from perpex.core.conditional import Conditionals
         from perpex.core.liquidation import LiquidationConfig, Liquidator
 
         if not 0 <= insurance_fund_atoms <= MAX_AMOUNT_ATOMS:
@@ -289,6 +293,7 @@ class Engine:
         # sizes change (`_settle_fill`), rebuilt by `restore`, recomputed by the invariants.
         self.holders: dict[str, set[str]] = {symbol: set() for symbol in self.markets}
         self.liquidator: Liquidator = Liquidator(self, liquidation or LiquidationConfig())
+        self.conditionals: Conditionals = Conditionals(self)  # stops, take-profits, ladders
         if insurance_fund_atoms:  # the fund's seed comes from outside, like a deposit
             self.ledger.transfer(self.ledger.external, self.ledger.insurance, insurance_fund_atoms)
         self._handlers: dict[type[Command], Callable[[Any], list[Event]]] = {
@@ -304,6 +309,8 @@ class Engine:
             AdvanceClock: self._advance_clock,
             SetFundingRate: self._set_funding_rate,
             DepositInsurance: self.liquidator.deposit_insurance,
+            PlaceConditionalOrder: self.conditionals.place,
+            PlaceExitLadder: self.conditionals.place_ladder,
         }
 
     # == dispatch =============================================================================
@@ -311,7 +318,10 @@ class Engine:
         handler = self._handlers.get(type(command))
         if handler is None:
             raise EngineError(f"unknown command {command!r}")
-        return handler(command)
+        events = handler(command)
+        if self.conditionals.pending():  # stops of flat positions, last-price triggers
+            self.conditionals.after_command(events)
+        return events
 
     def apply_all(self, commands: Iterable[Command]) -> list[Event]:
         events: list[Event] = []
@@ -558,6 +568,7 @@ class Engine:
         events.append(IndexUpdated(symbol, market.index_ticks, market.mark_ticks))
         # Every oracle tick runs the pass, moved or not: accounts queued by the last one wait.
         self.liquidator.run_pass(symbol, old_mark_ticks, events)  # DESIGN.md §5
+        self.conditionals.on_mark(symbol, events)  # after the liquidations (DESIGN.md §5)
         return events
 
     def _mark_now(self, market: MarketState) -> int:
@@ -709,12 +720,15 @@ class Engine:
         # The risk pass runs on every mark publication, moved or not: fills since the last one
         # (a resting bid filled above the mark, say) can have sunk an account at the same mark.
         self.liquidator.run_pass(symbol, old_mark_ticks, events)
+        self.conditionals.on_mark(symbol, events)  # after the liquidations (DESIGN.md §5)
 
     # == orders ===============================================================================
     def _reject(self, cmd: PlaceOrder, reason: Reason) -> list[Event]:
         return [OrderRejected(cmd.account, cmd.symbol, cmd.client_order_id, reason)]
 
     def _place_order(self, cmd: PlaceOrder) -> list[Event]:
+        if cmd.stop_loss_ticks or cmd.take_profit_ticks:  # checks both, then calls back here
+            return self.conditionals.place_protected(cmd)
         # ---- validate -----------------------------------------------------------------
         market = self.markets.get(cmd.symbol)
         if market is None:
@@ -738,7 +752,9 @@ class Engine:
         if qty > (spec.max_market_qty_lots if is_market else spec.max_limit_qty_lots):
             return self._reject(cmd, Reason.QTY_ABOVE_MAX)
         cid = cmd.client_order_id
-        if cid is not None and cid in acct.client_ids:
+        if cid is not None and (
+            cid in acct.client_ids or self.conditionals.owns_client_id(acct.name, cid)
+        ):
             return self._reject(cmd, Reason.DUPLICATE_CLIENT_ORDER_ID)
         pos = acct.positions.get(cmd.symbol)
         size = pos.size_lots if pos is not None else 0
@@ -1123,6 +1139,7 @@ class Engine:
             self.holders[pos.symbol].add(account)
         else:
             self.holders[pos.symbol].discard(account)
+            self.conditionals.on_position_flat(account, pos.symbol)  # its stops go too
 
     def _trim_reduce_only(
         self, acct: Account, symbol: str, market: MarketState, events: list[Event]
@@ -1177,6 +1194,10 @@ class Engine:
                 order = None if oid is None else acct.orders.get(oid)
         if cmd.symbol not in self.markets:
             return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_SYMBOL)]
+        if order is None:  # a conditional order, perhaps (ids never collide)
+            canceled = self.conditionals.cancel(cmd)
+            if canceled is not None:
+                return canceled
         if acct is None or order is None or order.symbol != cmd.symbol:
             return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_ORDER)]
         market = self.markets[cmd.symbol]
@@ -1322,7 +1343,8 @@ class Engine:
             index.stale_after_ns,
             index.max_deviation_ppm,
         ]
-        return [oracle, self.clock_ns, markets, accounts, ledger, liquidation]
+        conditional = self.conditionals.record()  # trigger books, exit ladders
+        return [oracle, self.clock_ns, markets, accounts, ledger, liquidation, conditional]
 
     def state_hash(self) -> str:
         encoded = msgspec.msgpack.encode(self._economic_state())
@@ -1345,7 +1367,7 @@ class Engine:
         data = msgspec.msgpack.decode(blob)
         if data.get("version") != SNAPSHOT_VERSION:
             raise EngineError(f"snapshot version {data.get('version')} != {SNAPSHOT_VERSION}")
-        oracle, clock_ns, markets, accounts, ledger, liquidation = data["state"]
+        oracle, clock_ns, markets, accounts, ledger, liquidation, conditional = data["state"]
         mark_mode, sources, stale_after_ns, max_deviation_ppm = oracle
         index = IndexConfig(dict(sources), stale_after_ns, max_deviation_ppm)
         specs = [_spec_from_record(m[0]) for m in markets]
@@ -1354,6 +1376,7 @@ class Engine:
         }
         engine = cls(specs, mark_mode, index=index, funding=funding)
         engine.liquidator.load(liquidation)
+        engine.conditionals.load(conditional)
         engine.clock_ns = clock_ns
         engine.next_order_id = data["next_order_id"]
         engine.next_trade_id = data["next_trade_id"]
@@ -1470,6 +1493,7 @@ class Engine:
         for symbol, m in self.markets.items():
             m.book.validate_internal_state()
             assert {o.order_id for o in m.book.orders()} == resting[symbol], "book != open orders"
+        self.conditionals.check_invariants()
 
     def conservation_atoms(self) -> tuple[int, int]:
         """(deposits - withdrawals, margin balances incl. uPnL + fees + insurance + funding)."""
@@ -1486,7 +1510,8 @@ class Engine:
         return -lg.external.balance, total
 
 
-SNAPSHOT_VERSION: Final = 4  # 2: liquidation record; 3: oracle state; 4: funding
+SNAPSHOT_VERSION: Final = 5  # 2: liquidation record; 3: oracle state; 4: funding;
+# 5: conditional orders (trigger books, exit ladders)
 
 
 def _spec_from_record(r: list[Any]) -> MarketSpec:

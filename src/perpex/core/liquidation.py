@@ -1,8 +1,10 @@
 """Liquidation: the risk pass after every mark change, the insurance fund and auto-deleveraging.
 
 Units: prices in ticks, sizes in lots, money in atoms, rates in ppm; k = atoms_per_tick_lot.
-This is the scalar path, exact `int`s and `Fraction`s only (the NumPy screen of `risk.py` is
-its fast twin and plugs in ahead of `Liquidator.screen`).
+Exact `int`s and `Fraction`s, except the screen of a symbol with many holders
+(>= `VECTOR_MIN_HOLDERS`), which reads the NumPy mirror of `risk.RiskMirror` (exact int64,
+kept in sync through `Ledger.touched`); `screen_scalar` is its readable twin, and tests run
+whole command streams both ways and require the same events and state hash.
 
 The flow (DESIGN.md §5; MECHANICS.md §1.8, §2.3-2.4), run by the engine after every mark tick:
 
@@ -13,12 +15,19 @@ The flow (DESIGN.md §5; MECHANICS.md §1.8, §2.3-2.4), run by the engine after
    account and symbol; at most `max_liquidations_per_tick` per pass, the rest queued. Fills of
    one liquidation can make another account liquidatable (a stale bid above the new mark
    buys the position), so the screen repeats in the same pass until nothing new turns up.
+   Margin calls are found the same way (vector or scalar) before the first screen.
 2. Per account: exact recheck, `LiquidationTriggered`, cancel its orders (every symbol for a
-   cross account, that symbol for an isolated position), recheck, then close the whole
-   position: an IOC reduce-only liquidation order through the book (`book.match` and the
-   engine's normal settlement: makers get maker fills and pay maker fees, the liquidated side
-   pays no taker fee) limited at the bankruptcy price, rounded toward the trader's favour by
-   less than a tick (ceil when selling a long, floor when buying back a short).
+   cross account, that symbol for an isolated position), recheck. With partial liquidation
+   configured (`partial_from_bracket`, off by default; BitMEX/Bybit/OKX, MECHANICS.md §2.3,
+   §3), a position in a high bracket first gets one Fill-or-Kill order at the bankruptcy price
+   or better that takes it down to a lower bracket (or by a fraction), keeps the whole margin
+   behind the rest, pays the clearance fee on what it closed, and rechecks; if that order
+   cannot fill or the account is still at or below MM, the full process follows. Then close
+   the whole position: an IOC reduce-only liquidation order through the book (`book.match`
+   and the engine's normal settlement: makers get maker fills and pay maker fees, the
+   liquidated side pays no taker fee) limited at the bankruptcy price, rounded toward the
+   trader's favour by less than a tick (ceil when selling a long, floor when buying back a
+   short).
 3. The trader keeps nothing of the margin behind the position: whatever the fills made over
    the bankruptcy price goes to the INSURANCE bucket (the clearance fee first, then the rest).
    What the book did not take at bankruptcy the fund takes over and closes through the book
@@ -56,7 +65,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 import msgspec
 import numpy as np
 
-from perpex.core.adl import AdlPosition, adl_quantile, adl_queue
+from perpex.core.adl import LIGHTS, AdlPosition, adl_quantile, adl_queue, adl_score
 from perpex.core.book import BUY, SELL
 from perpex.core.engine import MAX_AMOUNT_ATOMS, Order
 from perpex.core.messages import (
@@ -89,6 +98,7 @@ MAX_FUND_LEVELS: Final = 10_000  # book levels the fund walks for one position, 
 # one with fewer by the scalar loop: below it the loop is faster than refreshing the mirror.
 # Both give the same answer; `Liquidator.vector_min_holders` overrides it (0: always vector).
 VECTOR_MIN_HOLDERS: Final = 512
+MIRROR_REBUILD_MIN_ACCOUNTS: Final = 4_096  # below it the mirror is never rebuilt wholesale
 
 
 class LiquidationConfig(msgspec.Struct, frozen=True, array_like=True):
@@ -271,6 +281,15 @@ class Liquidator:
         pos = None if acct is None else acct.positions.get(symbol)
         if acct is None or pos is None or not pos.size_lots:
             return 0
+        market = engine.markets[symbol]
+        mark, k = market.mark_ticks, market.spec.atoms_per_tick_lot
+        equity = self.figures(acct, pos)[0]
+        score = adl_score(AdlPosition(0, pos.size_lots, pos.cost_atoms, equity), mark, k)
+        if score is None or score <= 0:
+            return 1  # not profitable: the lowest light, wherever it stands in the queue
+        figures = self._vector_figures(symbol, None)
+        if figures is not None:
+            return self._adl_quantile_vector(account, pos, score, figures, mark, k)
         long = pos.size_lots > 0
         same_side: list[AdlPosition] = []
         mine = -1
@@ -284,8 +303,59 @@ class Liquidator:
             equity = self.figures(other_acct, other)[0]
             same_side.append(AdlPosition(idx, other.size_lots, other.cost_atoms, equity))
         assert mine >= 0, "holder index drifted"
-        market = engine.markets[symbol]
-        return adl_quantile(same_side, mine, market.mark_ticks, market.spec.atoms_per_tick_lot)
+        return adl_quantile(same_side, mine, mark, k)
+
+    def _adl_quantile_vector(
+        self,
+        account: str,
+        pos: Position,
+        score: Fraction,
+        figures: MirrorFigures,
+        mark_ticks: int,
+        atoms_per_tick_lot: int,
+    ) -> int:
+        """`adl_quantile` of a profitable position over the mirror: the same answer, O(rows).
+
+        lights = 6 − ceil(5 × (lots ranked at or above it) / (lots ranked on its side)); ranked
+        means equity > 0. Scores as float64 (each within a relative 2^-50 of the exact one)
+        decide every row further than 1e-9 from this position's score; the rows closer are
+        compared exactly (`adl_score`), equal scores by account name, as `adl_queue` orders.
+        """
+        assert self.mirror is not None
+        store = self.mirror.stores[pos.symbol]
+        n = len(figures.account_idx)
+        size = store.size_lots[:n]
+        cost = store.cost_atoms[:n]
+        equity = figures.equity_atoms
+        side = (size > 0) if pos.size_lots > 0 else (size < 0)
+        ranked = side & (equity > 0)
+        lots = np.abs(size)
+        total_lots = int(lots[ranked].sum())
+        value = size * (mark_ticks * atoms_per_tick_lot)  # |.| <= 2^60 (the mirror's proof)
+        upnl = value - cost
+        candidates = np.flatnonzero(ranked & (upnl > 0))  # only the profitable can rank above
+        f_upnl = upnl[candidates].astype(np.float64)
+        f_notional = np.abs(value[candidates]).astype(np.float64)
+        f_entry = np.abs(cost[candidates]).astype(np.float64)
+        f_equity = equity[candidates].astype(np.float64)
+        f_score = f_upnl * f_notional / (f_entry * f_equity)
+        f_mine = float(score)
+        above = f_score > f_mine * (1 + 1e-9)
+        close = ~above & (f_score >= f_mine * (1 - 1e-9))
+        at_or_above = int(lots[candidates[above]].sum())
+        names = self.account_names
+        for row in candidates[close].tolist():
+            other = AdlPosition(
+                int(figures.account_idx[row]), int(size[row]), int(cost[row]), int(equity[row])
+            )
+            other_score = adl_score(other, mark_ticks, atoms_per_tick_lot)
+            assert other_score is not None
+            if other_score > score or (
+                other_score == score and names[other.account_idx] <= account
+            ):
+                at_or_above += abs(other.size_lots)
+        # the percentile rounds up to the next 20 % step, as in `adl_quantiles`
+        return LIGHTS + 1 - div(LIGHTS * at_or_above, total_lots, Rounding.CEIL)
 
     # -- the pass -----------------------------------------------------------------------------
     def run_pass(self, symbol: str, old_mark_ticks: int, events: list[Event]) -> None:
@@ -428,7 +498,12 @@ class Liquidator:
         engine = self.engine
         touched = engine.ledger.touched
         mirror = self.mirror
-        if mirror is None or mirror.poisoned:
+        # Refreshing an account costs about twice its share of the bulk rebuild (measured): in
+        # a large engine with a quarter of the accounts touched (a funding settlement, say) the
+        # rebuild is the cheaper way. Small engines always refresh (cheap either way).
+        n_accounts = len(engine.accounts)
+        rebuild = len(touched) * 4 > n_accounts >= MIRROR_REBUILD_MIN_ACCOUNTS
+        if mirror is None or mirror.poisoned or rebuild:
             touched.clear()
             return self._rebuild_mirror()
         if touched:

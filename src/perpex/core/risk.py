@@ -7,6 +7,11 @@ of the notional's bracket (MECHANICS.md §1.2; a notional on a boundary takes th
 An isolated position is liquidatable when margin + uPnL <= MM; a cross account when
 cross wallet + Σ cross uPnL <= Σ cross MM over all its symbols (DESIGN.md §5).
 
+In the engine (`perpex.core.liquidation`), `RiskMirror` keeps every open position in one
+`PositionStore` per symbol plus the cross wallets, refreshed row by row for the accounts whose
+money or positions moved, and caches each row's uPnL and MM at its symbol's last mark with
+per-account totals, so one symbol's tick costs O(its positions): see `RiskMirror`.
+
 Ordering: most underwater first, i.e. ascending margin level equity / MM (the inverse of
 Binance's margin ratio MM / equity, and defined when equity <= 0 too), compared exactly by
 integer cross-multiplication; ties by account, then the cross account before its isolated
@@ -985,9 +990,18 @@ class RiskMirror:
         store = self.stores[symbol]
         key = (symbol, account_idx)
         row = store.row_of(account_idx)
-        if row is None and not size_lots:
-            self.unmirrored.discard(key)
-            return
+        if row is None:
+            if not size_lots:
+                self.unmirrored.discard(key)
+                return
+        elif (
+            store.size_lots[row] == size_lots
+            and store.cost_atoms[row] == cost_atoms
+            and store.margin_atoms[row] == margin_atoms
+            and store.isolated[row] == isolated
+            and store.leverage[row] == leverage
+        ):
+            return  # unchanged (its owner's wallet moved, say): the cache stays valid
         self.version += 1
         old_upnl = old_mm = 0
         if row is not None and not store.isolated[row]:

@@ -24,10 +24,12 @@ import msgspec
 from perpex.core.messages import (
     AnyEvent,
     Command,
+    ConditionalOrderAccepted,
     Event,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
+    PlaceConditionalOrder,
     PlaceOrder,
     TradeExecuted,
 )
@@ -48,7 +50,10 @@ def key_of(command: Command, request_key: str | None) -> str | None:
     """The idempotency key of a command: the explicit one, else (account, client_order_id)."""
     if request_key is not None:
         return f"req{_SEP}{request_key}"
-    if isinstance(command, PlaceOrder) and command.client_order_id is not None:
+    if (
+        isinstance(command, PlaceOrder | PlaceConditionalOrder)
+        and command.client_order_id is not None
+    ):
         return f"cid{_SEP}{command.account}{_SEP}{command.client_order_id}"
     return None
 
@@ -62,7 +67,7 @@ def response_events(command: Command, events: Sequence[Event]) -> tuple[Event, .
     kept: list[Event] = []
     for e in events:
         if (
-            isinstance(e, OrderAccepted | OrderRejected)
+            isinstance(e, OrderAccepted | OrderRejected | ConditionalOrderAccepted)
             or (isinstance(e, TradeExecuted) and order_id in (e.taker_order_id, e.maker_order_id))
             or (isinstance(e, OrderCanceled) and e.order_id == order_id)
         ):
