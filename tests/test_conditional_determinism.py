@@ -33,10 +33,12 @@ from perpex.core.messages import (
     Event,
     ExitLadderPlaced,
     ExitLadderStopMoved,
+    OrderRejected,
     OrderType,
     PlaceConditionalOrder,
     PlaceExitLadder,
     PlaceOrder,
+    RequestRejected,
     TimeInForce,
     UpdateIndex,
     UpdateSources,
@@ -280,3 +282,21 @@ def test_a_market_order_type_is_what_a_fired_stop_market_places(uninterrupted: R
         if hasattr(e, "order_type") and getattr(e, "order_id", None) in fired_ids
     }
     assert placed_types <= {OrderType.MARKET, OrderType.LIMIT}
+
+
+@pytest.mark.parametrize("seed", [7, 1_234])
+def test_invariants_after_every_command_and_refusals_change_nothing(seed: int) -> None:
+    """Another stream per seed, checked after every command: the invariants (trigger books,
+    ladders, client ids, no stop outliving its position) hold, and a refused command leaves
+    the state hash and the id counter as they were."""
+    engine = Engine(default_specs())
+    refusals = 0
+    for cmd in conditional_stream(seed, 1_200):
+        before, next_id = engine.state_hash(), engine.next_order_id
+        events = engine.apply(cmd)
+        engine.check_invariants()
+        if events and isinstance(events[0], OrderRejected | RequestRejected):
+            refusals += 1
+            assert engine.state_hash() == before, cmd
+            assert engine.next_order_id == next_id, cmd
+    assert refusals >= 20

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -694,3 +695,32 @@ def test_a_triggered_market_order_stops_at_the_price_band(ex: Exchange) -> None:
     assert ex.position("alice", BTC).size == Decimal("0.1")
     assert ex.open_orders("alice") == []
     settled(ex)
+
+
+# -- durability ---------------------------------------------------------------------------------
+
+
+def test_conditional_orders_survive_a_restart_and_a_resend_acts_once(tmp_path: Path) -> None:
+    path = tmp_path / "stops.db"
+    with Exchange(mark_price="index", journal=path) as ex:
+        ex.set_index_price(BTC, "60000")
+        ex.deposit("alice", "10000")
+        ex.deposit("bob", "1000000")
+        open_position(ex, "alice", "BUY", "0.1", "60000")
+        first = ex.place_order("alice", BTC, "SELL", "STOP_MARKET", "0.1", stop_price="59000",
+                               reduce_only=True, client_order_id="sl-1")  # fmt: skip
+        state = ex.state_hash()
+        again = ex.place_order("alice", BTC, "SELL", "STOP_MARKET", "0.1", stop_price="59000",
+                               reduce_only=True, client_order_id="sl-1")  # fmt: skip
+        assert again.order_id == first.order_id and ex.state_hash() == state
+        ex.place_exit_ladder("alice", BTC, [("61000", "0.5"), ("62000", "0.5")], "58000")
+        listed = ex.open_orders("alice")
+        state = ex.state_hash()
+    with Exchange(mark_price="index", journal=path) as reopened:
+        assert reopened.state_hash() == state
+        assert reopened.open_orders("alice") == listed
+        reopened.check_invariants()
+        reopened.place_order("bob", BTC, "BUY", "LIMIT", "0.1", "58900")
+        events = move(reopened, "59000")
+        assert [e.order_id for e in of_type(events, ConditionalOrderTriggered)] == [first.order_id]
+        settled(reopened)

@@ -48,10 +48,12 @@ Protection at entry (`PlaceOrder.stop_loss_ticks` / `take_profit_ticks`): a redu
 STOP_MARKET and TAKE_PROFIT_MARKET on the other side, for the entry's quantity, one OCO group
 (the first to fire cancels the other). Both are checked before the entry is placed, so an
 invalid one refuses the whole command; a refused entry attaches nothing, nor does an entry
-that ended without a fill; a reduce-only entry may not carry protection (-2022). They need no position at placement (the entry makes it). While the
-entry rests, the pair belongs to it: if the entry ends without leaving a position, the pair
-is canceled (`ENTRY_ENDED`), and a position going flat meanwhile does not cancel it. An entry
-whose own fills push the last price through a CONTRACT_PRICE protection fires it at once.
+that is done and left no position its way (it found nothing, or only closed the other side);
+a reduce-only entry may not carry protection (-2022). The pair needs no position at placement
+(the entry makes it). While the entry rests, the pair belongs to it: if the entry ends without
+leaving a position its way, the pair is canceled (`ENTRY_ENDED`), and a position going flat
+meanwhile does not cancel it. An entry whose own fills push the last price through a
+CONTRACT_PRICE protection fires it at once.
 
 Exit ladders (`PlaceExitLadder`): for an open position, reduce-only TAKE_PROFIT_MARKET targets
 (market orders, so a target has filled, or not, in the step it fires; a partial fill counts)
@@ -361,8 +363,8 @@ class Conditionals:
         if market is None or not market.mark_ticks or cmd.side not in (BUY, SELL):
             return engine._place_order(plain)  # its refusal (or error) says why
         if cmd.reduce_only:  # it opens nothing, so there is nothing for the pair to protect
-            return [OrderRejected(cmd.account, cmd.symbol, cmd.client_order_id,
-                                  Reason.REDUCE_ONLY_REJECTED)]  # fmt: skip
+            refusal = Reason.REDUCE_ONLY_REJECTED
+            return [OrderRejected(cmd.account, cmd.symbol, cmd.client_order_id, refusal)]
         planned = self._protection(cmd, engine.next_order_id + 1)
         for i, order in enumerate(planned):
             reason = self._check(order, market, attached=True, extra_count=i)
@@ -373,10 +375,10 @@ class Conditionals:
         if entry_id is None:
             return events  # refused: nothing attached
         acct = engine.accounts[cmd.account]
-        filled = _taker_lots(events, entry_id)
         resting = entry_id in acct.orders
-        if not filled and not resting:
-            return events  # it ended without a fill: nothing to protect
+        pos = acct.positions[cmd.symbol]
+        if not resting and pos.size_lots * cmd.side <= 0:
+            return events  # it is done and left no position its way: nothing to protect
         self._flush(events)  # stops of a position this entry closed go before these attach
         protection = self._protection(cmd, engine.next_order_id)
         group = protection[0].oco_group
@@ -773,7 +775,7 @@ class Conditionals:
                 continue  # the entry still rests
             del self.parents[entry_id]
             pos = engine.position_of(account, symbol)
-            if pos is not None and pos.size_lots:
+            if members and pos is not None and pos.size_lots * members[0].side < 0:
                 continue  # it opened a position: the pair protects it now
             for order in members:
                 book.cancel(order.order_id)
