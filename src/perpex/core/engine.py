@@ -874,8 +874,11 @@ class Engine:
         self._register(acct, pos, order)
         result = book.match(side, limit, qty, stp_account)
         touched: dict[str, Account] = {acct.name: acct}
+        sizes_before = {acct.name: size}  # each account's position before this order's fills
         if result.fills:
-            self._settle_match(market, acct, pos, order, result.fills, events, touched)
+            self._settle_match(
+                market, acct, pos, order, result.fills, events, touched, sizes_before=sizes_before
+            )
         left = order.remaining_lots
         if left:
             # GTX (post-only) that passed the crossing check rests like GTC; it took nothing.
@@ -895,9 +898,9 @@ class Engine:
                 self._unregister(acct, pos, order)
                 events.append(OrderCanceled(order_id, acct.name, cmd.symbol, left, reason))
         if result.fills:  # positions moved: re-price the margin of the makers' and our orders
-            for other in touched.values():
+            for name, other in touched.items():
                 self._trim_reduce_only(other, cmd.symbol, market, events)
-                self._reserve_orders(other, cmd.symbol, market)
+                self._reserve_orders(other, cmd.symbol, market, sizes_before[name])
                 if other.wallet.balance < 0:
                     self._cover_flat_deficit(other, cmd.symbol, events)
         return events
@@ -991,6 +994,7 @@ class Engine:
         *,
         taker_fee_ppm: int | None = None,  # a liquidation order pays none
         liquidation: bool = False,
+        sizes_before: dict[str, int] | None = None,  # filled in: each maker's size before
     ) -> None:
         spec = market.spec
         symbol = spec.symbol
@@ -1005,6 +1009,8 @@ class Engine:
             notional = price * lots * k
             maker_acct = accounts[maker.account]
             maker_pos = maker_acct.positions[symbol]
+            if sizes_before is not None and maker_acct.name not in sizes_before:
+                sizes_before[maker_acct.name] = maker_pos.size_lots
             touched[maker_acct.name] = maker_acct
             # the maker's order: the book already took `lots` off its remaining
             self._consume(maker_acct, maker_pos, maker, lots, price, maker.remaining_lots + lots)
@@ -1209,26 +1215,37 @@ class Engine:
             self._reserve_orders(acct, cmd.symbol, market)
         return events
 
-    def _reserve_orders(self, acct: Account, symbol: str, market: MarketState) -> None:
+    def _reserve_orders(
+        self, acct: Account, symbol: str, market: MarketState, size_before: int | None = None
+    ) -> None:
         """Re-price the margin held for the pair's open orders after its position changed.
 
         Oldest first, the first |position| lots on the closing side are free (they close);
         everything else opens exposure and holds IM at the order price plus the open loss
         against the current mark, as at placement. Without this an order placed to close a
         position that is gone since would open one with no margin behind it.
+
+        With `size_before` (the position before the fills that moved it), only the orders
+        whose share of the free lots can have changed are re-priced: those on the closing side
+        before or after. The others open exposure either way and keep their margin as placed.
         """
         pos = acct.positions.get(symbol)
         if pos is None or not pos.open_orders:
             return
         size = pos.size_lots
         closing_side = SELL if size > 0 else BUY
+        sides: tuple[int, ...]
+        if size_before is None:
+            sides = (BUY, SELL)
+        else:  # the closing sides before and after: -sign(size); none for a flat position
+            sides = tuple({-1 if s > 0 else 1 for s in (size_before, size) if s})
         free = abs(size)
         k = market.spec.atoms_per_tick_lot
         mark = market.mark_ticks
         leverage = pos.leverage
         delta = 0
         for order in pos.open_orders.values():  # insertion order: oldest first
-            if order.reduce_only:
+            if order.reduce_only or order.side not in sides:
                 continue  # reduce-only orders never hold margin (they are trimmed instead)
             opening = order.remaining_lots
             if free and order.side == closing_side:

@@ -196,6 +196,7 @@ class Liquidator:
     __slots__ = (
         "account_index",
         "account_names",
+        "clean",
         "config",
         "engine",
         "mirror",
@@ -212,6 +213,8 @@ class Liquidator:
         self.mirror: RiskMirror | None = None  # None: (re)build before the next vector screen
         self.account_index: dict[str, int] = {}  # account -> row index in the mirror
         self.account_names: list[str] = []  # and back
+        # symbol -> the state key at which its last pass found nothing to do (`_state_key`)
+        self.clean: dict[str, tuple[int, int, tuple[int, ...]]] = {}
 
     # -- state --------------------------------------------------------------------------------
     def record(self) -> list[Any]:
@@ -360,6 +363,10 @@ class Liquidator:
     # -- the pass -----------------------------------------------------------------------------
     def run_pass(self, symbol: str, old_mark_ticks: int, events: list[Event]) -> None:
         """Everything a mark change of `symbol` sets off: margin calls and liquidations."""
+        if not self.queue and self.clean.get(symbol) == self._state_key():
+            # Nothing moved since a pass of this symbol found nothing: no transfer, no trade,
+            # no mark. The same screen would find nothing again (a cache, not state).
+            return
         budget = self.config.max_liquidations_per_tick
         dirty = {symbol}  # symbols whose books or positions this pass changed
         queued, self.queue = self.queue, []
@@ -369,7 +376,8 @@ class Liquidator:
                 self._liquidate(account, sym, events, dirty)
             else:
                 self.queue.append((account, sym))
-        if old_mark_ticks:
+        if old_mark_ticks and old_mark_ticks != self.engine.markets[symbol].mark_ticks:
+            # (at an unchanged mark no ratio can cross the warning level by the mark)
             self._margin_calls(symbol, old_mark_ticks, events)
         # Screen again after every round: the fills of one liquidation can sink another account
         # (a cascade). Bounded: every round with candidates spends at least one unit of the
@@ -383,6 +391,10 @@ class Liquidator:
                 if (c.account, c.symbol) not in waiting
             ]
             if not candidates:
+                if not self.queue:
+                    key = self._state_key()
+                    for s in dirty:
+                        self.clean[s] = key
                 return
             candidates.sort(key=functools.cmp_to_key(_more_underwater))
             seen_cross: set[str] = set()
@@ -398,6 +410,14 @@ class Liquidator:
                     self.queue.append((c.account, c.symbol))
             if waiting != set(self.queue):
                 return  # the budget ran out in this round
+
+    def _state_key(self) -> tuple[int, int, tuple[int, ...]]:
+        """What a screen's answer depends on: balances (every change is a ledger transfer),
+        positions (every change is a trade; a flat position's leverage and mode do not count)
+        and the marks of all symbols (a cross account spans them)."""
+        engine = self.engine
+        marks = tuple(m.mark_ticks for m in engine.markets.values())
+        return engine.ledger.transfers, engine.next_trade_id, marks
 
     def screen(self, symbol: str) -> list[Candidate]:
         """Liquidatable holders of `symbol` (unordered; the caller sorts): the vector screen
