@@ -29,7 +29,6 @@ from perpex.core.messages import (
     LiquidationTriggered,
     OrderAccepted,
     OrderCanceled,
-    OrderRejected,
     Reason,
     TradeExecuted,
 )
@@ -505,22 +504,6 @@ def test_closing_the_position_by_hand_cancels_its_stops(ex: Exchange) -> None:
     settled(ex)
 
 
-def test_a_stop_on_the_other_side_after_a_flip_is_refused_when_it_fires(ex: Exchange) -> None:
-    """A reduce-only stop is the position's only while it points the right way: after a flip
-    through zero in one fill it fires into the reduce-only rule (Binance: -2022)."""
-    open_position(ex, "alice", "BUY", "0.1", "60000")
-    stop = ex.place_order("alice", BTC, "SELL", "STOP_MARKET", "0.1", stop_price="59000",
-                          reduce_only=True)  # fmt: skip
-    ex.place_order("bob", BTC, "BUY", "LIMIT", "0.3", "60000")
-    ex.place_order("alice", BTC, "SELL", "MARKET", "0.3")  # long 0.1 -> short 0.2
-    assert ex.position("alice", BTC).size == Decimal("-0.2")
-    events = move(ex, "59000")
-    (fired,) = of_type(events, ConditionalOrderTriggered)
-    assert (fired.order_id, fired.placed_order_id) == (stop.order_id, None)
-    assert OrderRejected("alice", BTC, None, Reason.REDUCE_ONLY_REJECTED) in events
-    settled(ex)
-
-
 # -- last-price triggers and cascades -------------------------------------------------------------
 
 
@@ -724,3 +707,30 @@ def test_conditional_orders_survive_a_restart_and_a_resend_acts_once(tmp_path: P
         events = move(reopened, "59000")
         assert [e.order_id for e in of_type(events, ConditionalOrderTriggered)] == [first.order_id]
         settled(reopened)
+
+
+# -- a position that flips through zero in one fill ------------------------------------------------
+
+
+def test_a_flip_in_one_fill_cancels_the_stops_that_no_longer_close(ex: Exchange) -> None:
+    """alice is long 0.1 with a reduce-only stop (SELL) and a close-position take-profit (SELL);
+    one market sell of 0.3 takes her to short 0.2: both SELL orders would now add to the
+    short, so they go (POSITION_CLOSED); a BUY reduce-only stop placed for a short stays."""
+    open_position(ex, "alice", "BUY", "0.1", "60000")
+    ex.place_order("alice", BTC, "SELL", "STOP_MARKET", "0.1", stop_price="59000",
+                   reduce_only=True)
+    ex.place_order("alice", BTC, "SELL", "TAKE_PROFIT_MARKET", stop_price="61000",
+                   close_position=True)
+    ex.place_order("bob", BTC, "BUY", "LIMIT", "0.3", "60000")
+    events = new_events(ex, ex.place_order, "alice", BTC, "SELL", "MARKET", "0.3")
+    assert ex.position("alice", BTC).size == Decimal("-0.2")
+    canceled = of_type(events, ConditionalOrderCanceled)
+    assert [e.reason for e in canceled] == [ConditionalEndReason.POSITION_CLOSED] * 2
+    assert [o.type for o in ex.open_orders("alice", BTC)] == []
+    # the short's own protection is untouched by later fills that keep the side
+    ex.place_order("alice", BTC, "BUY", "STOP_MARKET", "0.2", stop_price="61000",
+                   reduce_only=True)
+    ex.place_order("bob", BTC, "BUY", "LIMIT", "0.1", "60000")
+    ex.place_order("alice", BTC, "SELL", "MARKET", "0.1")  # short 0.3 now
+    assert [o.type for o in ex.open_orders("alice", BTC)] == ["STOP_MARKET"]
+    ex.check_invariants()

@@ -268,7 +268,8 @@ class Conditionals:
 
     # -- engine hooks -------------------------------------------------------------------------
     def on_position_flat(self, account: str, symbol: str) -> None:
-        """The engine saw (account, symbol) go to zero; its stops go at the next flush."""
+        """The engine saw (account, symbol) go to zero or flip through it in one fill; its
+        stops that no longer close the position go at the next flush."""
         if self.count and self.books[symbol].count_of(account):
             self._flat.append((account, symbol))
 
@@ -736,16 +737,23 @@ class Conditionals:
         return placed_id, placed
 
     def _flush(self, events: list[Event]) -> None:
-        """Cancel the reduce-only and close-position orders of positions that went to zero
-        (except a protection pair whose entry still rests: the entry has yet to open it)."""
+        """Cancel the reduce-only and close-position orders of positions that went to zero or
+        flipped, those whose side no longer closes the position as it is now (except a
+        protection pair whose entry still rests: the entry has yet to open it)."""
         while self._flat:
             queue, self._flat = self._flat, []
             for account, symbol in queue:
                 book = self.books[symbol]
                 waiting = self._waiting_groups(account, symbol)
+                acct = self.engine.accounts.get(account)
+                pos = None if acct is None else acct.positions.get(symbol)
+                size = 0 if pos is None else pos.size_lots
+                closing_side = 0 if not size else (-1 if size > 0 else 1)
                 for order in list(book.orders_of(account)):
                     if not (order.reduce_only or order.close_position):
                         continue
+                    if order.side == closing_side:
+                        continue  # it still closes what is there
                     if order.oco_group is not None and order.oco_group in waiting:
                         continue
                     book.cancel(order.order_id)

@@ -1137,6 +1137,8 @@ class Engine:
                 ledger.transfer(acct.wallet, pos.margin, div(notional, pos.leverage, _CEIL))
         if not size or not pos.size_lots:  # opened from flat or closed to flat
             self._update_holder(acct.name, pos)
+        elif (size > 0) != (pos.size_lots > 0):  # flipped through zero in this one fill
+            self.conditionals.on_position_flat(acct.name, pos.symbol)  # old-side stops go
         ledger.touched.add(acct.name)  # the risk mirror refreshes this account (risk.py)
         return realized
 
