@@ -40,9 +40,10 @@ quantity no larger than it (-2022); other orders meet MIN_NOTIONAL at their trig
 margin is held for a conditional order (Binance checks it when the order is placed).
 
 Lifetime. All reduce-only and close-position conditional orders of an account and symbol are
-canceled when the position goes to zero by any means, liquidation and ADL included: the
-engine calls `on_position_flat` where a size becomes zero and the cancellations are flushed
-before the next order fires and at the end of the command.
+canceled when the position goes to zero by any means, liquidation and ADL included, and those
+whose side no longer closes it when it flips through zero in one fill: the engine calls
+`on_position_flat` where a size becomes zero or changes sign, and the cancellations are
+flushed before the next order fires and at the end of the command.
 
 Protection at entry (`PlaceOrder.stop_loss_ticks` / `take_profit_ticks`): a reduce-only
 STOP_MARKET and TAKE_PROFIT_MARKET on the other side, for the entry's quantity, one OCO group
