@@ -159,7 +159,7 @@ class Account:
 @dataclass(frozen=True)
 class InsuranceFundChange:
     delta: Decimal  # > 0 into the fund, < 0 paid out
-    balance: Decimal  # after the change
+    balance: Decimal  # after the change, of the fund that changed (the symbol's, or the common)
     reason: str  # DEPOSIT, CLEARANCE_FEE, LIQUIDATION_SURPLUS, LIQUIDATION_DEFICIT
     account: str  # the liquidated account ("" for a deposit)
     symbol: str
@@ -215,13 +215,20 @@ class Exchange:
         funding: FundingConfig | Mapping[str, FundingConfig] | None = None,
         funding_history: Mapping[str, FundingSchedule | str | os.PathLike[str]] | None = None,
     ) -> None:
-        fund_atoms = 0
-        if insurance_fund is not None:
+        # The insurance funds' seeds: an amount for the common fund, or {symbol or "": amount}
+        # (a symbol with a fund of its own, `LiquidationConfig.fund_symbols`; "" the common one).
+        if isinstance(insurance_fund, Mapping):
+            seeds: dict[object, object] = dict(insurance_fund)
+        else:
+            seeds = {} if insurance_fund is None else {"": insurance_fund}
+        fund_atoms: dict[str, int] = {}
+        for fund, amount in seeds.items():
             try:
-                zero = to_decimal(insurance_fund) == 0
+                zero = to_decimal(amount) == 0
             except ParseError:
                 zero = False
-            fund_atoms = 0 if zero else self._amount_atoms(insurance_fund)
+            if not zero:
+                fund_atoms[str(fund)] = self._amount_atoms(amount)
         if mark_price not in MARK_MODES:
             raise ValueError(
                 f"mark_price={mark_price!r}: use 'binance' (the median of MECHANICS.md §1.6), "
@@ -232,6 +239,9 @@ class Exchange:
         index = None if index_sources is None else IndexConfig(dict(index_sources))
         specs = [compile_market(m) for m in (markets if markets is not None else default_markets())]
         self._specs: dict[str, MarketSpec] = {s.symbol: s for s in specs}
+        for fund in seeds:
+            if fund != "":
+                self._spec(fund)  # -1121 for a symbol that is not listed
         # One config for every market, or one per symbol (Binance's fundingInfo is per symbol).
         funding_configs = (
             dict.fromkeys(self._specs, funding) if isinstance(funding, FundingConfig) else funding
@@ -273,8 +283,9 @@ class Exchange:
         fresh = self.journal is None or self.journal.last_seq == 0
         if start_time is not None and fresh:
             self._apply(AdvanceClock(_to_ns(start_time)))
-        if fund_atoms and fresh:  # the fund's seed, journaled like a deposit
-            self._apply(DepositInsurance(fund_atoms))
+        if fresh:  # the funds' seeds, journaled like deposits: the common one first
+            for fund in sorted(fund_atoms):
+                self._apply(DepositInsurance(fund_atoms[fund], fund))
 
     # -- plumbing -------------------------------------------------------------------------
     def _apply(self, command: Command) -> list[Event]:
@@ -1001,8 +1012,12 @@ class Exchange:
             max_withdraw_amount=d(f.max_withdraw_atoms),
         )
 
-    def insurance_fund(self) -> Decimal:
-        return atoms_to_decimal(self.engine.ledger.insurance.balance)
+    def insurance_fund(self, symbol: str | None = None) -> Decimal:
+        """All insurance funds together (None), or the fund that pays for `symbol`: its own
+        (`LiquidationConfig.fund_symbols`) or the common one, which "" also names."""
+        if symbol is not None and symbol != "":
+            self._spec(symbol)  # -1121 for a symbol that is not listed
+        return atoms_to_decimal(self.engine.liquidator.fund_atoms(symbol))
 
     def insurance_fund_history(self) -> list[InsuranceFundChange]:
         """Every change of the fund, oldest first, read from the event log (after a journal

@@ -40,9 +40,7 @@ from perpex.core.messages import (
     Event,
     FundingPaid,
     FundingSettled,
-    FundReason,
     IndexUpdated,
-    InsuranceFundChanged,
     IsolatedMarginChanged,
     LeverageChanged,
     MarginModeChanged,
@@ -87,6 +85,7 @@ MAX_ACCOUNT_NAME: Final = 64
 MAX_CLIENT_ORDER_ID: Final = 36
 MAX_AMOUNT_ATOMS: Final = 2**62  # no single deposit, withdrawal or transfer is larger
 MARK_MODES: Final = tuple(m.value for m in MarkMode)  # "binance", "index", "last"
+MAX_TICK_ROUNDS: Final = 100  # pass / stops rounds of one mark publication (each fires stops)
 MAX_FUNDING_OVERRIDES: Final = 10_000  # replayed rates waiting for their settlement, per market
 MAX_RATE_E8: Final = 100_000_000  # |funding rate| <= 100 %
 
@@ -294,8 +293,8 @@ class Engine:
         self.holders: dict[str, set[str]] = {symbol: set() for symbol in self.markets}
         self.liquidator: Liquidator = Liquidator(self, liquidation or LiquidationConfig())
         self.conditionals: Conditionals = Conditionals(self)  # stops, take-profits, ladders
-        if insurance_fund_atoms:  # the fund's seed comes from outside, like a deposit
-            self.ledger.transfer(self.ledger.external, self.ledger.insurance, insurance_fund_atoms)
+        if insurance_fund_atoms:  # the common fund's seed comes from outside, like a deposit
+            self.liquidator.seed(self.ledger.external, insurance_fund_atoms)
         self._handlers: dict[type[Command], Callable[[Any], list[Event]]] = {
             PlaceOrder: self._place_order,
             CancelOrder: self._cancel_order,
@@ -567,9 +566,23 @@ class Engine:
         market.mark_ticks = self._mark_now(market)
         events.append(IndexUpdated(symbol, market.index_ticks, market.mark_ticks))
         # Every oracle tick runs the pass, moved or not: accounts queued by the last one wait.
-        self.liquidator.run_pass(symbol, old_mark_ticks, events)  # DESIGN.md §5
-        self.conditionals.on_mark(symbol, events)  # after the liquidations (DESIGN.md §5)
+        self._risk_then_stops(symbol, old_mark_ticks, events)
         return events
+
+    def _risk_then_stops(self, symbol: str, old_mark_ticks: int, events: list[Event]) -> None:
+        """A mark publication (DESIGN.md §5): the liquidation pass, then the conditional orders
+        this mark fires. Their fills can sink an account (a stale bid filled above the mark);
+        that is liquidated in the same tick: the passes run again, at the same marks, and
+        whatever their fills fire, until a round of stops trades nothing (bounded)."""
+        self.liquidator.run_pass(symbol, old_mark_ticks, events)
+        for _ in range(MAX_TICK_ROUNDS):
+            trades_before = self.next_trade_id
+            self.conditionals.on_mark(symbol, events)
+            if self.next_trade_id == trades_before:
+                return
+            for other, market in self.markets.items():
+                if market.mark_ticks:
+                    self.liquidator.run_pass(other, market.mark_ticks, events)
 
     def _mark_now(self, market: MarketState) -> int:
         """The mark per the mark mode (MECHANICS.md §1.6), within the market's price range."""
@@ -719,8 +732,7 @@ class Engine:
             events.append(MarkPriceUpdated(symbol, market.index_ticks, mark_ticks))
         # The risk pass runs on every mark publication, moved or not: fills since the last one
         # (a resting bid filled above the mark, say) can have sunk an account at the same mark.
-        self.liquidator.run_pass(symbol, old_mark_ticks, events)
-        self.conditionals.on_mark(symbol, events)  # after the liquidations (DESIGN.md §5)
+        self._risk_then_stops(symbol, old_mark_ticks, events)
 
     # == orders ===============================================================================
     def _reject(self, cmd: PlaceOrder, reason: Reason) -> list[Event]:
@@ -936,23 +948,11 @@ class Engine:
 
     def _cover_flat_deficit(self, acct: Account, symbol: str, events: list[Event]) -> None:
         """A flat account whose wallet ended below zero (a resting close filled past bankruptcy,
-        or a few atoms of per-fill rounding): the insurance fund pays the deficit, as much as
-        it holds (non-recourse, DESIGN.md §6 promise 4)."""
+        or a few atoms of per-fill rounding): the insurance fund of `symbol` pays the deficit,
+        as much as it holds (non-recourse, DESIGN.md §6 promise 4)."""
         if any(p.size_lots for p in acct.positions.values()):
             return  # margin balance, not the wallet, is what must stay >= 0 with positions open
-        ledger = self.ledger
-        paid = min(-acct.wallet.balance, ledger.insurance.balance)
-        if paid > 0:
-            ledger.transfer(ledger.insurance, acct.wallet, paid)
-            events.append(
-                InsuranceFundChanged(
-                    -paid,
-                    ledger.insurance.balance,
-                    FundReason.LIQUIDATION_DEFICIT,
-                    acct.name,
-                    symbol,
-                )
-            )
+        self.liquidator.pay_deficit(acct.wallet, -acct.wallet.balance, acct.name, symbol, events)
 
     def _register(self, acct: Account, pos: Position, order: Order) -> None:
         acct.orders[order.order_id] = order
@@ -1390,11 +1390,8 @@ class Engine:
         mark_mode, sources, stale_after_ns, max_deviation_ppm = oracle
         index = IndexConfig(dict(sources), stale_after_ns, max_deviation_ppm)
         specs = [_spec_from_record(m[0]) for m in markets]
-        funding = {
-            m[0][0]: msgspec.convert(m[7], FundingConfig) for m in markets
-        }
+        funding = {m[0][0]: msgspec.convert(m[7], FundingConfig) for m in markets}
         engine = cls(specs, mark_mode, index=index, funding=funding)
-        engine.liquidator.load(liquidation)
         engine.conditionals.load(conditional)
         engine.clock_ns = clock_ns
         engine.next_order_id = data["next_order_id"]
@@ -1402,6 +1399,7 @@ class Engine:
         engine.ledger.transfers = data["ledger_transfers"]
         for bucket, balance in zip(engine.ledger.system_buckets(), ledger, strict=True):
             bucket.balance = balance
+        engine.liquidator.load(liquidation)  # after the buckets: one fund is all of INSURANCE
         orders: dict[int, Order] = {}
         for name, wallet, reserved, positions in accounts:
             acct = engine.accounts[name] = Account(name)
@@ -1502,6 +1500,7 @@ class Engine:
         for symbol, lots in lots_by_symbol.items():
             assert lots == 0, f"{symbol}: long lots != short lots ({lots})"
         assert self.ledger.insurance.balance >= 0, "insurance fund below zero"
+        self.liquidator.check()  # the funds' shares split INSURANCE, none below zero
         for symbol in self.markets:
             holders = {
                 n

@@ -29,11 +29,11 @@ The flow (DESIGN.md §5; MECHANICS.md §1.8, §2.3-2.4), run by the engine after
    trader's favour by less than a tick (ceil when selling a long, floor when buying back a
    short).
 3. The trader keeps nothing of the margin behind the position: whatever the fills made over
-   the bankruptcy price goes to the INSURANCE bucket (the clearance fee first, then the rest).
-   What the book did not take at bankruptcy the fund takes over and closes through the book
-   at worse prices, no further than `max_fund_distance_ppm` from the mark and no further than
-   its balance can pay (so the fund never goes below zero), and it pays the deficit, leaving
-   the trader at exactly zero (non-recourse).
+   the bankruptcy price goes to the symbol's insurance fund (the clearance fee first, then the
+   rest). What the book did not take at bankruptcy the fund takes over and closes through the
+   book at worse prices, no further than `max_fund_distance_ppm` from the mark and no further
+   than its balance can pay (so the fund never goes below zero), and it pays the deficit,
+   leaving the trader at exactly zero (non-recourse).
 4. What is still open is auto-deleveraged: the opposite positions ranked by PnL% × effective
    leverage (`perpex.core.adl`, MECHANICS.md §2.4), each closed (partly if enough) at the
    liquidated position's bankruptcy price, without fee, their orders in that symbol canceled.
@@ -53,6 +53,16 @@ difference between what is left and the target is moved, rounded up in the fund'
 to the fund when positive, from the fund when negative. The fund's part of the book is planned
 so that this payment never exceeds its balance; ADL closes the rest at a price no worse for the
 trader than bankruptcy, so the trader never ends below the target.
+
+Insurance funds. One fund for every symbol by default. With `fund_symbols` set (Binance,
+MECHANICS.md §1.8: "BTCUSDT and ETHUSDT have their own funds; other perpetuals share one")
+those symbols each have a fund of their own and the rest share the common one. The money of all
+funds is one ledger bucket, INSURANCE (so conservation and the ledger's sum do not change);
+`Liquidator.pots` splits it into shares ("" the common one, else a symbol), which are state (in
+the record, so in the hash and the snapshot). Every movement names its symbol and moves that
+symbol's share with the bucket (`_fund`): fees and surpluses in, deficits out, the fund's
+takeover budget limited by the share, deposits into the share named. The shares sum to the
+bucket and none is below zero (`check`).
 """
 
 from __future__ import annotations
@@ -67,7 +77,7 @@ import numpy as np
 
 from perpex.core.adl import LIGHTS, AdlPosition, adl_quantile, adl_queue, adl_score
 from perpex.core.book import BUY, SELL
-from perpex.core.engine import MAX_AMOUNT_ATOMS, Order
+from perpex.core.engine import MAX_AMOUNT_ATOMS, EngineError, Order
 from perpex.core.messages import (
     AutoDeleveraged,
     DepositInsurance,
@@ -99,6 +109,8 @@ MAX_FUND_LEVELS: Final = 10_000  # book levels the fund walks for one position, 
 # Both give the same answer; `Liquidator.vector_min_holders` overrides it (0: always vector).
 VECTOR_MIN_HOLDERS: Final = 512
 MIRROR_REBUILD_MIN_ACCOUNTS: Final = 4_096  # below it the mirror is never rebuilt wholesale
+MAX_FUND_SYMBOLS: Final = 1_000  # symbols with an insurance fund of their own, at most
+COMMON_FUND: Final = ""  # the key of the fund every symbol without its own shares
 
 
 class LiquidationConfig(msgspec.Struct, frozen=True, array_like=True):
@@ -118,6 +130,10 @@ class LiquidationConfig(msgspec.Struct, frozen=True, array_like=True):
     partial_from_bracket: int = 0
     partial_brackets_down: int = 1  # BitMEX/Bybit: "a lower risk limit"; OKX drops two tiers
     partial_fraction_ppm: int = 0  # > 0: close this share of the position instead
+    # Insurance funds (MECHANICS.md §1.8; Binance: "BTCUSDT and ETHUSDT have their own funds;
+    # other perpetuals share one"): the listed symbols with a fund of their own. Every other
+    # symbol draws on the common fund. Empty (the default): one fund for all.
+    fund_symbols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_liquidations_per_tick <= 1_000_000:
@@ -134,6 +150,12 @@ class LiquidationConfig(msgspec.Struct, frozen=True, array_like=True):
             raise ValueError("partial_brackets_down must be in [1, 1000]")
         if not 0 <= self.partial_fraction_ppm < PPM:
             raise ValueError("partial_fraction_ppm must be in [0, 1000000)")
+        if not isinstance(self.fund_symbols, tuple) or len(self.fund_symbols) > MAX_FUND_SYMBOLS:
+            raise ValueError(f"fund_symbols must be a tuple of at most {MAX_FUND_SYMBOLS} symbols")
+        if not all(isinstance(s, str) and s for s in self.fund_symbols):
+            raise ValueError("fund_symbols must be non-empty symbol names")
+        if len(set(self.fund_symbols)) != len(self.fund_symbols):
+            raise ValueError("fund_symbols lists a symbol twice")
 
 
 class Candidate(NamedTuple):
@@ -186,6 +208,9 @@ def _ratio_at_least(equity_atoms: int, maint_margin_atoms: int, level_ppm: int) 
 class Liquidator:
     """The engine's liquidation state (config and queue) and the risk pass that uses it.
 
+    Its state includes the shares of the insurance funds in the INSURANCE bucket (`pots`: ""
+    for the common fund, a symbol for a fund of its own; see the module docstring).
+
     Besides that state it keeps a derived one, outside the state hash and the snapshot: the
     NumPy mirror of the positions and cross wallets that the vector screen reads. It is built
     from the engine's objects on first use (so after `Engine.restore` too) and then refreshed
@@ -200,14 +225,18 @@ class Liquidator:
         "config",
         "engine",
         "mirror",
+        "pots",
         "queue",
         "vector_min_holders",
     )
 
     def __init__(self, engine: Engine, config: LiquidationConfig) -> None:
         self.engine = engine
+        self._check_fund_symbols(config)
         self.config = config
         self.queue: list[tuple[str, str]] = []  # (account, symbol) waiting for the next pass
+        # fund ("" or a symbol of `config.fund_symbols`) -> its share of the INSURANCE bucket
+        self.pots: dict[str, int] = self._empty_pots(config)
         # Derived state (not hashed, not snapshotted): see the class docstring.
         self.vector_min_holders = VECTOR_MIN_HOLDERS
         self.mirror: RiskMirror | None = None  # None: (re)build before the next vector screen
@@ -218,33 +247,102 @@ class Liquidator:
 
     # -- state --------------------------------------------------------------------------------
     def record(self) -> list[Any]:
+        """[config, queue] with one fund; [config + fund symbols, queue, shares] with several
+        (so an engine with one fund hashes and snapshots as it did before there were several)."""
         c = self.config
-        return [
-            [
-                c.max_liquidations_per_tick,
-                c.clearance_fee_ppm,
-                c.max_fund_distance_ppm,
-                c.margin_call_ppm,
-                c.partial_from_bracket,
-                c.partial_brackets_down,
-                c.partial_fraction_ppm,
-            ],
-            [[account, symbol] for account, symbol in self.queue],
+        config: list[Any] = [
+            c.max_liquidations_per_tick,
+            c.clearance_fee_ppm,
+            c.max_fund_distance_ppm,
+            c.margin_call_ppm,
+            c.partial_from_bracket,
+            c.partial_brackets_down,
+            c.partial_fraction_ppm,
         ]
+        record: list[Any] = [config, [[account, symbol] for account, symbol in self.queue]]
+        if c.fund_symbols:
+            config.append(list(c.fund_symbols))
+            record.append(sorted([fund, atoms] for fund, atoms in self.pots.items()))
+        return record
 
     def load(self, record: list[Any]) -> None:
-        config, queue = record
-        self.config = LiquidationConfig(*config)
+        """Restore `record`. The engine's ledger must already hold its balances: with a single
+        fund the record has no shares, and the common one is the whole INSURANCE bucket."""
+        config, queue, *shares = record
+        loaded = msgspec.convert(config, LiquidationConfig)  # array-like: lists become tuples
+        self._check_fund_symbols(loaded)
+        self.config = loaded
         self.queue = [(account, symbol) for account, symbol in queue]
+        if shares:
+            self.pots = {str(fund): int(atoms) for fund, atoms in shares[0]}
+            assert set(self.pots) == set(self._empty_pots(loaded)), "fund shares do not match"
+        else:
+            self.pots = {COMMON_FUND: self.engine.ledger.insurance.balance}
         self.mirror = None  # the engine's objects were written directly: rebuild
+
+    def _check_fund_symbols(self, config: LiquidationConfig) -> None:
+        for symbol in config.fund_symbols:
+            if symbol not in self.engine.markets:
+                raise EngineError(f"insurance fund configured for {symbol}, which is not listed")
+
+    @staticmethod
+    def _empty_pots(config: LiquidationConfig) -> dict[str, int]:
+        return dict.fromkeys((COMMON_FUND, *config.fund_symbols), 0)
+
+    def check(self) -> None:
+        """The fund shares split the INSURANCE bucket exactly, none below zero (DESIGN.md §6
+        promise 4 for every fund); AssertionError if not."""
+        assert set(self.pots) == set(self._empty_pots(self.config)), "fund shares drifted"
+        for fund, atoms in self.pots.items():
+            assert atoms >= 0, f"insurance fund {fund or 'common'} below zero"
+        insurance = self.engine.ledger.insurance.balance
+        assert sum(self.pots.values()) == insurance, "fund shares != INSURANCE bucket"
+
+    # -- the funds ----------------------------------------------------------------------------
+    def fund_of(self, symbol: str) -> str:
+        """The fund that pays for `symbol`: its own, or the common one ("")."""
+        return symbol if symbol in self.pots else COMMON_FUND
+
+    def fund_atoms(self, symbol: str | None = None) -> int:
+        """All funds together (None), or the balance of the fund that pays for `symbol`."""
+        if symbol is None:
+            return self.engine.ledger.insurance.balance
+        return self.pots[self.fund_of(symbol)]
+
+    def seed(self, source: Bucket, atoms: int) -> None:
+        """The common fund's seed from outside (the engine's constructor; no event)."""
+        ledger = self.engine.ledger
+        ledger.transfer(source, ledger.insurance, atoms)
+        self.pots[COMMON_FUND] += atoms
+        assert self.pots[COMMON_FUND] >= 0, "insurance fund below zero"
+
+    def pay_deficit(
+        self,
+        destination: Bucket,
+        deficit_atoms: int,
+        account: str,
+        symbol: str,
+        events: list[Event],
+    ) -> int:
+        """The fund of `symbol` pays `deficit_atoms` into `destination`, as far as its balance
+        goes (it never goes below zero); returns what it paid."""
+        paid = min(deficit_atoms, self.fund_atoms(symbol))
+        if paid <= 0:
+            return 0
+        self._fund(destination, -paid, FundReason.LIQUIDATION_DEFICIT, account, symbol, events)
+        return paid
 
     # -- commands -----------------------------------------------------------------------------
     def deposit_insurance(self, cmd: DepositInsurance) -> list[Event]:
+        """Into the fund of `cmd.symbol` (its own, or the common one), or the common fund."""
+        symbol = cmd.symbol
+        if symbol != COMMON_FUND and symbol not in self.engine.markets:
+            return [RequestRejected("", str(symbol), Reason.UNKNOWN_SYMBOL)]
         if not 0 < cmd.amount_atoms <= MAX_AMOUNT_ATOMS:
-            return [RequestRejected("", "", Reason.INVALID_AMOUNT)]
+            return [RequestRejected("", symbol, Reason.INVALID_AMOUNT)]
         ledger = self.engine.ledger
         events: list[Event] = []
-        self._fund(ledger.external, cmd.amount_atoms, FundReason.DEPOSIT, "", "", events)
+        self._fund(ledger.external, cmd.amount_atoms, FundReason.DEPOSIT, "", symbol, events)
         return events
 
     # -- figures ------------------------------------------------------------------------------
@@ -774,7 +872,6 @@ class Liquidator:
     def _close(self, acct: Account, pos: Position, events: list[Event], dirty: set[str]) -> None:
         """Close the whole position: book at bankruptcy, then the fund, then ADL; settle."""
         engine = self.engine
-        ledger = engine.ledger
         market = engine.markets[pos.symbol]
         spec = market.spec
         k = spec.atoms_per_tick_lot
@@ -836,9 +933,7 @@ class Liquidator:
             # The fund plan keeps this within the balance. Only a bankruptcy price outside the
             # market's price range (clamped above) can ask for more; the fund still never goes
             # below zero, and what it cannot pay stays visible on the trader's wallet.
-            paid = min(-transfer, ledger.insurance.balance)
-            if paid:
-                self._fund(acct.wallet, -paid, FundReason.LIQUIDATION_DEFICIT, name, symbol, events)
+            self.pay_deficit(acct.wallet, -transfer, name, symbol, events)
         # Non-recourse, where it is written: the trader ends at the target (less than an atom
         # below it for a cross share), never below; an isolated trader's wallet is untouched.
         assert worse_than_bankruptcy or equity_now() > target - 1, "trader left below target"
@@ -853,12 +948,15 @@ class Liquidator:
         symbol: str,
         events: list[Event],
     ) -> None:
-        """Move `atoms` from `source` into the fund (negative: out of the fund) and say so."""
+        """Move `atoms` from `source` into the fund of `symbol` (negative: out of it), and say
+        so with that fund's new balance. The only way money enters or leaves a fund after the
+        seed."""
         ledger = self.engine.ledger
+        fund = self.fund_of(symbol)
         ledger.transfer(source, ledger.insurance, atoms)
-        events.append(
-            InsuranceFundChanged(atoms, ledger.insurance.balance, reason, account, symbol)
-        )
+        balance = self.pots[fund] = self.pots[fund] + atoms
+        assert balance >= 0, "insurance fund below zero"
+        events.append(InsuranceFundChanged(atoms, balance, reason, account, symbol))
 
     def _match(
         self,
@@ -934,8 +1032,9 @@ class Liquidator:
         """(lots, worst price) the fund can close through the book past `price_ticks`.
 
         `room` is the margin left over the target if the rest closed at `price_ticks`; the fund
-        may add its balance to it. Levels are taken best first while each lot's extra cost
-        (the distance from `price_ticks`) still fits, and never past the distance bound.
+        of the symbol may add its balance to it (not the other funds'). Levels are taken best
+        first while each lot's extra cost (the distance from `price_ticks`) still fits, and
+        never past the distance bound.
         """
         spec = market.spec
         mark = market.mark_ticks
@@ -946,7 +1045,7 @@ class Liquidator:
         else:
             bound = div(mark * (PPM + distance), PPM, Rounding.FLOOR)
             levels = market.book.depth(MAX_FUND_LEVELS)[1]
-        budget = room + self.engine.ledger.insurance.balance
+        budget = room + self.fund_atoms(spec.symbol)
         taken = 0
         worst = 0
         k = spec.atoms_per_tick_lot

@@ -246,9 +246,11 @@ class SetFundingRate(Command, frozen=True):
 
 
 class DepositInsurance(Command, frozen=True):
-    """Money from outside into the insurance fund (its seed, or a top-up)."""
+    """Money from outside into an insurance fund (its seed, or a top-up): the fund of `symbol`
+    (its own, or the common one it draws on), or the common fund for ""."""
 
     amount_atoms: int
+    symbol: str = ""  # last, with a default: journals written before it decode unchanged
 
 
 AnyCommand = (
@@ -423,7 +425,9 @@ class LiquidationTriggered(Event, frozen=True):
 
 class InsuranceFundChanged(Event, frozen=True):
     delta_atoms: int  # > 0 into the fund, < 0 paid out
-    balance_atoms: int  # after the change
+    # After the change, of the fund that changed: the symbol's own fund, or the common one
+    # (`LiquidationConfig.fund_symbols`; with one fund for all, the whole INSURANCE bucket).
+    balance_atoms: int
     reason: FundReason
     account: str  # the liquidated account it came from or went to
     symbol: str
