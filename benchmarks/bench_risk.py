@@ -24,20 +24,34 @@ Two more rows time the engine itself (`engine_rows`, workload and method at `bui
 one `UpdateIndex` through `Engine.apply` over the same 1,000,000 positions, made safe so that
 nothing is liquidated, on the vector path (the `RiskMirror`) and on the scalar loop, and the
 one-off cost of building the mirror from the engine's objects.
+
+The last row (`adl_rows`, workload at `ADL_SYMBOL`) times one liquidation that goes entirely to
+auto-deleveraging against the 100,001 holders of one symbol of that engine: the ADL queue
+ranked from the mirror (`adl.AdlQueueVector`, only the head it needs) against the scalar
+ranking of every holder (`adl.adl_queue`).
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import statistics
 import time
 from dataclasses import replace
 
 import numpy as np
 
+from perpex.core.book import BUY, SELL
 from perpex.core.engine import Account, Engine, Position
+from perpex.core.liquidation import VECTOR_MIN_HOLDERS
 from perpex.core.markets import MarketSpec, compile_market
-from perpex.core.messages import Event, LiquidationTriggered, MarginCall, UpdateIndex
+from perpex.core.messages import (
+    AutoDeleveraged,
+    Event,
+    LiquidationTriggered,
+    MarginCall,
+    UpdateIndex,
+)
 from perpex.core.risk import (
     MarkedStore,
     PositionColumns,
@@ -313,10 +327,7 @@ def tick_ms(engine: Engine, ticks: int, start: int) -> tuple[list[float], list[l
     return times, events
 
 
-def engine_rows() -> list[dict[str, object]]:
-    began = time.perf_counter()
-    engine = build_engine()
-    setup_s = time.perf_counter() - began
+def engine_rows(engine: Engine, setup_s: float) -> list[dict[str, object]]:
     positions = sum(len(h) for h in engine.holders.values())
     liquidator = engine.liquidator
     assert liquidator.vector_min_holders <= ACCOUNTS
@@ -365,9 +376,132 @@ def engine_rows() -> list[dict[str, object]]:
     ]
 
 
+# -- one auto-deleveraging event ---------------------------------------------------------------
+#
+# Workload: the engine of `engine_rows` after its ticks (100,000 accounts, each with a position
+# in every symbol; BTC0USDT has 100,001 holders incl. the house). Victims are written into it
+# the same way (benchmark-only shortcut): isolated positions of 5 BTC on BTC0USDT on the
+# house's side, opened 2 % the wrong side of the mark with 1 % margin, so each is past its
+# bankruptcy; the house takes the other side at the same price (lots and cost stay balanced).
+# The book holds nothing and the fund is empty, so `Liquidator._liquidate` (what the pass calls
+# per account: trigger, cancels, the book, the fund, ADL, settlement) closes the whole
+# position by ADL against the other side of the symbol, ranked by PnL% x effective leverage:
+# the capped first round (the victim's bankruptcy price is beyond the mark). The vector path
+# (the queue from the mirror, `adl.AdlQueueVector`) is timed over `ADL_VECTOR_EVENTS` victims,
+# best event; the scalar path (`vector_min_holders` above any holder count: `adl_queue` over
+# every holder) on `ADL_SCALAR_EVENTS` more. Before that, the first `ADL_CHECKED` entries of
+# both queues for the same victim are compared, and the scalar event's counterparties must be
+# the head of the vector queue's first round computed just before it.
+
+ADL_SYMBOL = "BTC0USDT"
+ADL_VICTIM_LOTS = 5_000  # 5 BTC
+ADL_VECTOR_EVENTS = 7
+ADL_SCALAR_EVENTS = 1  # ~1.5 s each
+ADL_CHECKED = 1_000
+
+
+def add_victims(engine: Engine, count: int) -> tuple[list[str], int]:
+    """`count` isolated positions past bankruptcy on ADL_SYMBOL, on the house's side (the
+    house takes the other side of each, which only reduces its position); returns the names
+    and their side."""
+    market = engine.markets[ADL_SYMBOL]
+    k = market.spec.atoms_per_tick_lot
+    house = engine.accounts[HOUSE].positions[ADL_SYMBOL]
+    side = 1 if house.size_lots > 0 else -1
+    entry = market.mark_ticks * (100 + 2 * side) // 100  # 2 % the wrong way
+    size = side * ADL_VICTIM_LOTS
+    cost = size * entry * k
+    margin = abs(cost) // 100  # 1 %: past bankruptcy
+    names = []
+    for i in range(count):
+        name = f"~victim{i:02d}"
+        acct = engine.accounts[name] = Account(name)
+        pos = acct.positions[ADL_SYMBOL] = Position(name, ADL_SYMBOL, 20)
+        pos.isolated, pos.size_lots, pos.cost_atoms = True, size, cost
+        pos.margin.balance = margin
+        engine.ledger.external.balance -= margin
+        house.size_lots -= size
+        house.cost_atoms -= cost
+        engine.holders[ADL_SYMBOL].add(name)
+        engine.ledger.touched.add(name)
+        names.append(name)
+    assert house.size_lots * side > 0, "the house only reduces: its cost basis stays a sum"
+    engine.ledger.touched.add(HOUSE)
+    return names, side
+
+
+def liquidate_ms(engine: Engine, victim: str) -> tuple[float, list[Event]]:
+    events: list[Event] = []
+    gc.disable()
+    try:
+        began = time.perf_counter()
+        assert engine.liquidator._liquidate(victim, ADL_SYMBOL, events, set())
+        elapsed = time.perf_counter() - began
+    finally:
+        gc.enable()
+    assert any(isinstance(e, AutoDeleveraged) for e in events)
+    return elapsed * 1e3, events
+
+
+def adl_rows(engine: Engine) -> list[dict[str, object]]:
+    liquidator = engine.liquidator
+    liquidator.vector_min_holders = VECTOR_MIN_HOLDERS
+    holders = len(engine.holders[ADL_SYMBOL])  # the house and 100,000 traders
+    victims, side = add_victims(engine, ADL_VECTOR_EVENTS + ADL_SCALAR_EVENTS)
+    close_side = SELL if side > 0 else BUY
+    liquidator.sync_mirror()  # the victims enter the mirror outside the timing
+    vector: list[float] = []
+    fills = 0
+    for name in victims[:ADL_VECTOR_EVENTS]:
+        ms, events = liquidate_ms(engine, name)
+        vector.append(ms)
+        fills += sum(isinstance(e, AutoDeleveraged) for e in events)
+    # The same ranking both ways, for the next victim: the head of the whole queue, and the
+    # first round's order (the positions whose margin carries one lot's loss).
+    victim = engine.accounts[victims[ADL_VECTOR_EVENTS]]
+    market = engine.markets[ADL_SYMBOL]
+    queue = liquidator._adl_queue_vector(victim, market, close_side)
+    assert queue is not None
+    scalar_order = liquidator._adl_order_scalar(victim, market, close_side)
+    assert list(itertools.islice(queue.walk(), ADL_CHECKED)) == scalar_order[:ADL_CHECKED]
+    bankruptcy = liquidator.bankruptcy(victim, victim.positions[ADL_SYMBOL]).limit_ticks
+    loss_per_lot = (market.mark_ticks - bankruptcy) * market.spec.atoms_per_tick_lot * -side
+    assert loss_per_lot > 0  # the capped first round
+    first_round = list(itertools.islice(queue.walk(loss_per_lot), 100))
+    liquidator.vector_min_holders = 10**9
+    scalar: list[float] = []
+    for name in victims[ADL_VECTOR_EVENTS:]:
+        ms, events = liquidate_ms(engine, name)
+        scalar.append(ms)
+        if name == victim.name:
+            taken = [e.counterparty_account for e in events if isinstance(e, AutoDeleveraged)]
+            assert taken == first_round[: len(taken)]
+    engine.check_invariants()
+    vector_ms, scalar_ms = min(vector), min(scalar)
+    return [
+        {
+            "benchmark": (
+                f"ADL: one liquidation closed by auto-deleveraging, {holders:,} holders of the "
+                f"symbol ({ADL_VICTIM_LOTS / 1000:g} BTC {'long' if side > 0 else 'short'} past "
+                f"bankruptcy, no book, no fund; {fills / ADL_VECTOR_EVENTS:.1f} counterparties "
+                f"per event; best of {ADL_VECTOR_EVENTS} events vector, {ADL_SCALAR_EVENTS} "
+                f"scalar)"
+            ),
+            "metric": "ms/event",
+            "value": vector_ms,
+            "baseline": scalar_ms,
+            "ratio": scalar_ms / vector_ms,
+            "goal": "none set",
+        }
+    ]
+
+
 def run() -> list[dict[str, object]]:
     rows = screen_rows()  # its workload is freed before the engine's is built
-    return rows + engine_rows()
+    began = time.perf_counter()
+    engine = build_engine()
+    rows += engine_rows(engine, time.perf_counter() - began)
+    return rows + adl_rows(engine)
 
 
 if __name__ == "__main__":

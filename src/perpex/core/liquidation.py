@@ -1,10 +1,12 @@
 """Liquidation: the risk pass after every mark change, the insurance fund and auto-deleveraging.
 
 Units: prices in ticks, sizes in lots, money in atoms, rates in ppm; k = atoms_per_tick_lot.
-Exact `int`s and `Fraction`s, except the screen of a symbol with many holders
-(>= `VECTOR_MIN_HOLDERS`), which reads the NumPy mirror of `risk.RiskMirror` (exact int64,
-kept in sync through `Ledger.touched`); `screen_scalar` is its readable twin, and tests run
-whole command streams both ways and require the same events and state hash.
+Exact `int`s and `Fraction`s, except the screen and the ADL ranking of a symbol with many
+holders (>= `VECTOR_MIN_HOLDERS`), which read the NumPy mirror of `risk.RiskMirror` (exact
+int64, kept in sync through `Ledger.touched`; the ranking's float64 scores only narrow exact
+comparisons, `adl.AdlQueueVector`); `screen_scalar` and `_adl_order_scalar` are their readable
+twins, and tests run whole command streams both ways and require the same events and state
+hash (tests/test_risk_mirror.py, tests/test_adl_vector.py).
 
 The flow (DESIGN.md §5; MECHANICS.md §1.8, §2.3-2.4), run by the engine after every mark tick:
 
@@ -37,6 +39,7 @@ The flow (DESIGN.md §5; MECHANICS.md §1.8, §2.3-2.4), run by the engine after
 4. What is still open is auto-deleveraged: the opposite positions ranked by PnL% × effective
    leverage (`perpex.core.adl`, MECHANICS.md §2.4), each closed (partly if enough) at the
    liquidated position's bankruptcy price, without fee, their orders in that symbol canceled.
+   With many holders only the head of the queue is ranked, as far as the lots need.
 
 Bankruptcy price. Isolated: where margin + uPnL = 0 (`margin.bankruptcy_price_ticks`). Cross:
 the account's whole margin balance E stands behind all its cross positions; each position is
@@ -69,13 +72,23 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import msgspec
 import numpy as np
 
-from perpex.core.adl import LIGHTS, AdlPosition, adl_quantile, adl_queue, adl_score
+from perpex.core.adl import (
+    FLOAT_BAND,
+    LIGHTS,
+    AdlPosition,
+    AdlQueueVector,
+    adl_quantile,
+    adl_queue,
+    adl_score,
+    adl_scores_float,
+)
 from perpex.core.book import BUY, SELL
 from perpex.core.engine import MAX_AMOUNT_ATOMS, EngineError, Order
 from perpex.core.messages import (
@@ -418,8 +431,9 @@ class Liquidator:
         """`adl_quantile` of a profitable position over the mirror: the same answer, O(rows).
 
         lights = 6 − ceil(5 × (lots ranked at or above it) / (lots ranked on its side)); ranked
-        means equity > 0. Scores as float64 (each within a relative 2^-50 of the exact one)
-        decide every row further than 1e-9 from this position's score; the rows closer are
+        means equity > 0. Scores as float64 (`adl.adl_scores_float`, each within a relative
+        2^-50 of the exact one) decide every row further than `adl.FLOAT_BAND` (relative) from
+        this position's score; the rows closer are
         compared exactly (`adl_score`), equal scores by account name, as `adl_queue` orders.
         """
         assert self.mirror is not None
@@ -435,14 +449,12 @@ class Liquidator:
         value = size * (mark_ticks * atoms_per_tick_lot)  # |.| <= 2^60 (the mirror's proof)
         upnl = value - cost
         candidates = np.flatnonzero(ranked & (upnl > 0))  # only the profitable can rank above
-        f_upnl = upnl[candidates].astype(np.float64)
-        f_notional = np.abs(value[candidates]).astype(np.float64)
-        f_entry = np.abs(cost[candidates]).astype(np.float64)
-        f_equity = equity[candidates].astype(np.float64)
-        f_score = f_upnl * f_notional / (f_entry * f_equity)
+        f_score = adl_scores_float(
+            size[candidates], cost[candidates], equity[candidates], mark_ticks, atoms_per_tick_lot
+        )
         f_mine = float(score)
-        above = f_score > f_mine * (1 + 1e-9)
-        close = ~above & (f_score >= f_mine * (1 - 1e-9))
+        above = f_score > f_mine * (1 + FLOAT_BAND)
+        close = ~above & (f_score >= f_mine * (1 - FLOAT_BAND))
         at_or_above = int(lots[candidates[above]].sum())
         names = self.account_names
         for row in candidates[close].tolist():
@@ -1073,37 +1085,45 @@ class Liquidator:
         price_ticks: int,
         events: list[Event],
     ) -> None:
-        """Close the rest of `pos` against ranked opposite positions at `price_ticks`, no fee."""
+        """Close the rest of `pos` against ranked opposite positions at `price_ticks`, no fee.
+
+        The queue comes from the mirror for a symbol with many holders (`_adl_queue_vector`),
+        else from the scalar loop (`_adl_order_scalar`, the specification): the same order.
+        Everything taken is then decided here, on the engine's objects, either way.
+        """
         engine = self.engine
         spec = market.spec
         symbol = spec.symbol
         mark = market.mark_ticks
         k = spec.atoms_per_tick_lot
         close_side = SELL if pos.size_lots > 0 else BUY
-        names = sorted(n for n in engine.holders[symbol] if n != acct.name)
-        opposite: list[AdlPosition] = []
-        for idx, name in enumerate(names):
-            cp_acct = engine.accounts[name]
-            cp_pos = cp_acct.positions[symbol]
-            if (cp_pos.size_lots > 0) != (close_side == BUY):
-                continue  # same side as the liquidated position
-            equity = self.figures(cp_acct, cp_pos)[0]
-            opposite.append(AdlPosition(idx, cp_pos.size_lots, cp_pos.cost_atoms, equity))
         # The counterparties hold the side the closing order trades on (a long sells: shorts).
-        ranked = adl_queue(opposite, mark, k, close_side)
-        # Past their own bankruptcy (not ranked): only if the ranked ones cannot take it all.
-        in_queue = set(ranked)
-        ranked += [i for i in range(len(opposite)) if i not in in_queue]
+        queue = self._adl_queue_vector(acct, market, close_side)
+        ordered = self._adl_order_scalar(acct, market, close_side) if queue is None else None
         # Closing one lot at `price_ticks` instead of the mark costs the counterparty this much
         # (> 0 only after a gap past bankruptcy): first take from each only what its margin
         # can carry, then, if that was not enough, the rest in the same order.
         loss_per_lot = (mark - price_ticks) * k * (1 if close_side == BUY else -1)
         for capped in (True, False):
-            for i in ranked:
+            if not pos.size_lots:
+                break  # (the second round has nothing to do)
+            names: Iterable[str]
+            if queue is None:
+                assert ordered is not None
+                names = ordered
+            elif capped and loss_per_lot > 0:
+                # A position whose equity cannot carry one lot's loss takes nothing in this
+                # round, and the loop below skips it without any effect (its equity is what it
+                # was when ranked: only the liquidated account and those already taken have
+                # been settled). The vector queue leaves those out, so a round that walks the
+                # whole queue costs what it takes, not O(holders).
+                names = queue.walk(loss_per_lot)
+            else:
+                names = queue.walk()
+            for name in names:
                 left = abs(pos.size_lots)
                 if not left:
                     break
-                name = names[opposite[i].account_idx]
                 cp_acct = engine.accounts[name]
                 cp_pos = cp_acct.positions[symbol]
                 lots = min(left, abs(cp_pos.size_lots))
@@ -1133,6 +1153,56 @@ class Liquidator:
             PositionChanged(acct.name, symbol, pos.size_lots, pos.cost_atoms, pos.margin.balance)
         )
         assert pos.size_lots == 0, "ADL ran out of opposite positions (long lots != short lots?)"
+
+    def _adl_order_scalar(self, acct: Account, market: MarketState, close_side: int) -> list[str]:
+        """The holders ADL takes from when `acct` closes on `close_side`, in the order it takes
+        them, one holder at a time (the specification): ranked by `adl_queue` (highest score
+        first, equal scores by name: account indices follow names), then those past their own
+        bankruptcy (equity <= 0, not ranked) by name. O(holders of the symbol)."""
+        engine = self.engine
+        spec = market.spec
+        symbol = spec.symbol
+        names = sorted(n for n in engine.holders[symbol] if n != acct.name)
+        opposite: list[AdlPosition] = []
+        for idx, name in enumerate(names):
+            cp_acct = engine.accounts[name]
+            cp_pos = cp_acct.positions[symbol]
+            if (cp_pos.size_lots > 0) != (close_side == BUY):
+                continue  # same side as the liquidated position
+            equity = self.figures(cp_acct, cp_pos)[0]
+            opposite.append(AdlPosition(idx, cp_pos.size_lots, cp_pos.cost_atoms, equity))
+        ranked = adl_queue(opposite, market.mark_ticks, spec.atoms_per_tick_lot, close_side)
+        # Past their own bankruptcy (not ranked): only if the ranked ones cannot take it all.
+        in_queue = set(ranked)
+        ranked += [i for i in range(len(opposite)) if i not in in_queue]
+        return [names[opposite[i].account_idx] for i in ranked]
+
+    def _adl_queue_vector(
+        self, acct: Account, market: MarketState, close_side: int
+    ) -> AdlQueueVector | None:
+        """The same queue as `_adl_order_scalar`, over the mirror and lazily from the top
+        (`adl.AdlQueueVector`); None for a symbol with few holders or when the mirror cannot
+        answer exactly (then the scalar loop does)."""
+        spec = market.spec
+        figures = self._vector_figures(spec.symbol, None)
+        if figures is None:
+            return None
+        assert self.mirror is not None
+        store = self.mirror.stores[spec.symbol]
+        n = len(figures.account_idx)
+        size = store.size_lots[:n]
+        side = (size > 0) if close_side == BUY else (size < 0)
+        side &= figures.account_idx != self.account_index.get(acct.name, -1)
+        rows = np.flatnonzero(side)
+        return AdlQueueVector(
+            self.account_names,
+            figures.account_idx[rows],
+            size[rows],
+            store.cost_atoms[:n][rows],
+            figures.equity_atoms[rows],
+            market.mark_ticks,
+            spec.atoms_per_tick_lot,
+        )
 
 
 __all__ = ["Candidate", "LiquidationConfig", "Liquidator"]
