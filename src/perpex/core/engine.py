@@ -96,6 +96,9 @@ _MARKET: Final = OrderType.MARKET
 _GTC: Final = TimeInForce.GTC
 _FOK: Final = TimeInForce.FOK
 _GTX: Final = TimeInForce.GTX
+_CANCELED: Final = EndReason.CANCELED
+_IOC_REMAINDER: Final = EndReason.IOC_REMAINDER
+_EVERY_LOT: Final = 2**62  # more lots than a side of open orders can hold
 
 
 class EngineError(Exception):
@@ -131,7 +134,13 @@ class Order(RestingOrder):
         client_order_id: str | None,
         reserved_atoms: int,
     ) -> None:
-        super().__init__(order_id, account, side, price_ticks, qty_lots)
+        # RestingOrder.__init__ inlined (it runs for every order: saves a call)
+        self.order_id = order_id
+        self.account = account
+        self.side = side
+        self.price_ticks = price_ticks
+        self.remaining_lots = qty_lots
+        self.queue_stamp = 0
         self.symbol = symbol
         self.order_type = order_type
         self.time_in_force = time_in_force
@@ -143,6 +152,28 @@ class Order(RestingOrder):
         self.filled_quote_ticks = 0  # sum of price x lots of the fills, for the average price
 
 
+class MarginOrders:
+    """One side of a position's open orders that may hold margin (all but reduce-only ones),
+    oldest first (ascending ids), and what lets `_reprice_side` skip the orders whose margin
+    cannot change.
+
+    Invariant (checked by `Engine.check_invariants`): once priced (`mark_ticks` set), every
+    order past the first `closing_lots` lots of the side (oldest first, lots as they are now)
+    that is not in `unpriced` holds exactly the margin of all of it opening at `mark_ticks`
+    and `leverage`, as `_reprice_side` sets it. `unpriced`: orders partly filled since, or
+    placed at another mark or with a closing share.
+    """
+
+    __slots__ = ("closing_lots", "leverage", "mark_ticks", "orders", "unpriced")
+
+    def __init__(self) -> None:
+        self.orders: dict[int, Order] = {}
+        self.unpriced: dict[int, Order] = {}
+        self.mark_ticks = 0  # 0: never priced, the next re-price visits every order
+        self.leverage = 0
+        self.closing_lots = 0  # the free lots of the last pricing: the head it let close
+
+
 class Position:
     """One (account, symbol): settings, the netted position and its open orders."""
 
@@ -151,6 +182,8 @@ class Position:
         "isolated",
         "leverage",
         "margin",
+        "margin_buys",
+        "margin_sells",
         "open_buy_lots",
         "open_orders",
         "open_sell_lots",
@@ -168,6 +201,9 @@ class Position:
         # isolated margin (0 in cross mode); the owner lets the ledger mark the account touched
         self.margin = Bucket(f"{account}/{symbol}", owner=account)
         self.open_orders: dict[int, Order] = {}
+        # The open orders that may hold margin, by side: what `Engine._reserve_orders` re-prices
+        self.margin_buys = MarginOrders()
+        self.margin_sells = MarginOrders()
         self.open_buy_lots = 0
         self.open_sell_lots = 0
         self.reduce_only_count = 0
@@ -356,25 +392,29 @@ class Engine:
             mm += spec.maintenance_margin_atoms(notional)
         return upnl, im, mm
 
-    def _cross_upnl_im(self, acct: Account) -> tuple[int, int]:
-        """(uPnL, IM at mark) of the cross positions: `_cross_sums` without the MM (hot path)."""
-        upnl = im = 0
-        for pos in acct.positions.values():
-            if not pos.size_lots or pos.isolated:
-                continue
-            market = self.markets[pos.symbol]
-            value = pos.size_lots * market.mark_ticks * market.spec.atoms_per_tick_lot
-            upnl += value - pos.cost_atoms
-            im += div(abs(value), pos.leverage, _CEIL)
-        return upnl, im
-
     def _spec_mark(self, symbol: str) -> tuple[MarketSpec, int]:
         m = self.markets[symbol]
         return m.spec, m.mark_ticks
 
     def available_atoms(self, acct: Account) -> int:
-        upnl, im = self._cross_upnl_im(acct)
-        return acct.wallet.balance + upnl - im - acct.reserved_atoms
+        """Cross wallet + cross uPnL - cross IM at mark - order margin (the pre-trade check).
+
+        `_cross_sums` without the maintenance margin, inlined: it runs for every order."""
+        available = acct.wallet.balance - acct.reserved_atoms
+        for pos in acct.positions.values():
+            size = pos.size_lots
+            if not size or pos.isolated:
+                continue
+            market = self.markets[pos.symbol]
+            value = size * market.mark_ticks * market.spec.atoms_per_tick_lot
+            # + uPnL - ceil(|value| / leverage), i.e. div(..., CEIL) inlined as the floor of
+            # -|value| / leverage (leverage > 0)
+            available += (
+                value
+                - pos.cost_atoms
+                + (-value // pos.leverage if value > 0 else value // pos.leverage)
+            )
+        return available
 
     def account_figures(self, name: str) -> AccountFigures:
         acct = self.accounts.get(name) or Account(name)
@@ -742,35 +782,43 @@ class Engine:
         if cmd.stop_loss_ticks or cmd.take_profit_ticks:  # checks both, then calls back here
             return self.conditionals.place_protected(cmd)
         # ---- validate -----------------------------------------------------------------
-        market = self.markets.get(cmd.symbol)
+        symbol = cmd.symbol
+        market = self.markets.get(symbol)
         if market is None:
             return self._reject(cmd, Reason.UNKNOWN_SYMBOL)
         spec = market.spec
         mark = market.mark_ticks
         if not mark:
             return self._reject(cmd, Reason.NO_MARK_PRICE)
-        acct = self.accounts.get(cmd.account)
+        account = cmd.account
+        acct = self.accounts.get(account)
+        new_account = acct is None
         if acct is None:
-            if not self._valid_name(cmd.account):
+            if not self._valid_name(account):
                 return self._reject(cmd, Reason.UNKNOWN_ACCOUNT)
-            acct = Account(cmd.account)  # not stored unless the order is accepted
+            acct = Account(account)  # not stored unless the order is accepted
         side = cmd.side
         if side != BUY and side != SELL:
             raise EngineError(f"side {side!r}")
         qty = cmd.qty_lots
-        is_market = cmd.order_type == _MARKET
+        order_type = cmd.order_type
+        is_market = order_type == _MARKET
         if qty <= 0:
             raise EngineError("quantity must be positive (the edge checks it)")
         if qty > (spec.max_market_qty_lots if is_market else spec.max_limit_qty_lots):
             return self._reject(cmd, Reason.QTY_ABOVE_MAX)
         cid = cmd.client_order_id
         if cid is not None and (
-            cid in acct.client_ids or self.conditionals.owns_client_id(acct.name, cid)
+            cid in acct.client_ids or self.conditionals.owns_client_id(account, cid)
         ):
             return self._reject(cmd, Reason.DUPLICATE_CLIENT_ORDER_ID)
-        pos = acct.positions.get(cmd.symbol)
-        size = pos.size_lots if pos is not None else 0
-        leverage = pos.leverage if pos is not None else spec.default_leverage
+        pos = acct.positions.get(symbol)
+        if pos is not None:
+            size = pos.size_lots
+            leverage = pos.leverage
+        else:
+            size = 0
+            leverage = spec.default_leverage
         band = spec.price_band_ppm
         if is_market:
             price = 0
@@ -782,139 +830,189 @@ class Engine:
             price = limit = cmd.price_ticks
             if not spec.min_price_ticks <= price <= spec.max_price_ticks:
                 return self._reject(cmd, Reason.PRICE_OUT_OF_RANGE)
-            if side == BUY and price * PPM > mark * (PPM + band):
-                return self._reject(cmd, Reason.PRICE_ABOVE_BAND)
-            if side == SELL and price * PPM < mark * (PPM - band):
+            if side == BUY:
+                if price * PPM > mark * (PPM + band):
+                    return self._reject(cmd, Reason.PRICE_ABOVE_BAND)
+            elif price * PPM < mark * (PPM - band):
                 return self._reject(cmd, Reason.PRICE_BELOW_BAND)
         if pos is not None and len(pos.open_orders) >= spec.max_open_orders:
             return self._reject(cmd, Reason.TOO_MANY_OPEN_ORDERS)
         k = spec.atoms_per_tick_lot
-        if cmd.reduce_only:
+        reduce_only = cmd.reduce_only
+        held_same = size * side  # > 0: the position is on this order's side, < 0: it closes
+        if reduce_only:
             # Reduce-only: only against a position on the other side, never larger than it.
-            if size * side >= 0:
+            if held_same >= 0:
                 return self._reject(cmd, Reason.REDUCE_ONLY_REJECTED)
             qty = min(qty, abs(size))
         elif (price or mark) * qty * k < spec.min_notional_atoms:
             return self._reject(cmd, Reason.MIN_NOTIONAL)
         # Non-recourse for the trader's own orders too: a closing order never takes liquidity
         # past the price where the position's margin (fee included) is gone.
+        # The cap binds iff (cost - E)·PPM > limit·slope, slope = size·(PPM + side·fee)·k (see
+        # `_bankruptcy_cap`); with one cross position E is the wallet, so the test is exact
+        # here and most closing orders skip the call.
         capped = False
-        if size * side < 0:
-            cap = self._bankruptcy_cap(acct, pos, spec)  # type: ignore[arg-type]
+        if (
+            held_same < 0
+            and pos is not None
+            and (
+                pos.isolated
+                or len(acct.positions) > 1
+                or (pos.cost_atoms - acct.wallet.balance) * PPM
+                > limit * size * (PPM + side * spec.taker_fee_ppm) * k
+            )
+        ):
+            cap = self._bankruptcy_cap(acct, pos, spec)
             if (cap > limit) if side == SELL else (cap < limit):
                 limit, capped = cap, True
         book = market.book
         tif = cmd.time_in_force
-        stp_account = cmd.account
-        if not is_market and tif == _GTX and book.crosses(side, price):
-            return self._reject(cmd, Reason.POST_ONLY_WOULD_CROSS)
-        if not is_market and tif == _FOK:
-            fillable, _ = book.walk(side, limit, qty, stp_account)
+        if tif == _GTX:
+            if not is_market and book.crosses(side, price):
+                return self._reject(cmd, Reason.POST_ONLY_WOULD_CROSS)
+        elif tif == _FOK and not is_market:
+            fillable, _ = book.walk(side, limit, qty, account)
             if fillable < qty:
                 return self._reject(cmd, Reason.FOK_NOT_FILLABLE)
         reserved = 0
-        if not cmd.reduce_only:
-            # The part of the order that opens exposure: what is left after closing the
-            # opposite position, net of the orders already queued to close it.
-            if size * side < 0:
-                queued = pos.open_buy_lots if side == BUY else pos.open_sell_lots  # type: ignore[union-attr]
-                closable = max(0, abs(size) - queued)
-            else:
-                closable = 0
-            opening = qty - min(qty, closable)
+        opening_whole = False  # a limit order that only opens: margin as `_reprice_side` sets it
+        if not reduce_only:
+            # (`max`/`min` written as conditionals on this hot path: a call costs ~80 ns.)
             if pos is not None:
                 open_same = pos.open_buy_lots if side == BUY else pos.open_sell_lots
             else:
                 open_same = 0
+            # The part of the order that opens exposure: what is left after closing the
+            # opposite position, net of the orders already queued to close it (open_same).
             # Potential exposure on this side if every open order on it fills.
-            exposure = max(size * side, 0) + open_same + opening
+            if held_same < 0:
+                closable = -held_same - open_same
+                if closable <= 0:
+                    opening = qty
+                elif qty > closable:
+                    opening = qty - closable
+                else:
+                    opening = 0
+                exposure = open_same + opening
+            else:
+                opening = qty
+                exposure = held_same + open_same + opening
             if exposure > spec.max_position_lots:
                 return self._reject(cmd, Reason.POSITION_BOUND)
-            if exposure * (price or mark) * k > market.max_notional_atoms_at(leverage):
+            leverage_cap_atoms = market.leverage_caps.get(leverage)
+            if leverage_cap_atoms is None:
+                leverage_cap_atoms = market.max_notional_atoms_at(leverage)
+            if exposure * (price or mark) * k > leverage_cap_atoms:
                 return self._reject(cmd, Reason.POSITION_OVER_LEVERAGE_CAP)
             if opening:
                 if is_market:
                     # Cost of what the market order will actually take: the tail of the walk
                     # after the closing part (the closing fills come first).
-                    lots_all, quote_all = book.walk(side, limit, qty, stp_account)
-                    lots_head, quote_head = book.walk(side, limit, qty - opening, stp_account)
+                    lots_all, quote_all = book.walk(side, limit, qty, account)
+                    lots_head, quote_head = book.walk(side, limit, qty - opening, account)
                     open_lots = lots_all - lots_head
                     open_quote = quote_all - quote_head
                 else:
                     open_lots = opening
                     open_quote = opening * price
+                    opening_whole = opening == qty
                 # Binance charges the open loss of a buy above (sell below) the mark up front,
                 # so an order that would be underwater on fill needs the margin to carry it.
-                open_loss_ticks = max(0, side * (open_quote - open_lots * mark))
-                cost = div(open_quote * k, leverage, _CEIL) + open_loss_ticks * k
+                open_loss_ticks = side * (open_quote - open_lots * mark)
+                # ceil(notional / leverage), inlined (both are positive)
+                cost = -(-(open_quote * k) // leverage)
+                if open_loss_ticks > 0:
+                    cost += open_loss_ticks * k
                 if cost and cost > self.available_atoms(acct):
                     return self._reject(cmd, Reason.INSUFFICIENT_MARGIN)
                 reserved = cost
         # ---- commit (nothing below can fail) ------------------------------------------------
-        if acct.name not in self.accounts:
-            self.accounts[acct.name] = acct
-        pos = self._position_for_write(acct, cmd.symbol)
+        if new_account:
+            self.accounts[account] = acct
+        if pos is None:
+            pos = self._position_for_write(acct, symbol)
         order_id = self.next_order_id
-        self.next_order_id += 1
+        self.next_order_id = order_id + 1
         order = Order(
             order_id,
-            acct.name,
-            cmd.symbol,
+            account,
+            symbol,
             side,
-            cmd.order_type,
+            order_type,
             tif,
             price,
             qty,
-            cmd.reduce_only,
+            reduce_only,
             cid,
             reserved,
         )
         events: list[Event] = [
             OrderAccepted(
-                order_id,
-                acct.name,
-                cmd.symbol,
-                side,
-                cmd.order_type,
-                tif,
-                qty,
-                price,
-                cmd.reduce_only,
-                cid,
+                order_id, account, symbol, side, order_type, tif, qty, price, reduce_only, cid
             )
         ]
-        self._register(acct, pos, order)
-        result = book.match(side, limit, qty, stp_account)
-        touched: dict[str, Account] = {acct.name: acct}
-        sizes_before = {acct.name: size}  # each account's position before this order's fills
-        if result.fills:
-            self._settle_match(
-                market, acct, pos, order, result.fills, events, touched, sizes_before=sizes_before
-            )
+        # `_register`, inlined (it runs for every order); an order that only opens holds the
+        # margin `_reprice_side` would give it, if its side is priced at this mark and leverage
+        acct.orders[order_id] = order
+        if cid is not None:
+            acct.client_ids[cid] = order_id
+        acct.reserved_atoms += reserved
+        pos.open_orders[order_id] = order
+        if side == BUY:
+            pos.open_buy_lots += qty
+            margin_orders = pos.margin_buys
+        else:
+            pos.open_sell_lots += qty
+            margin_orders = pos.margin_sells
+        if reduce_only:
+            pos.reduce_only_count += 1
+        else:
+            margin_orders.orders[order_id] = order
+            if opening_whole:
+                if len(margin_orders.orders) == 1:  # a side that was empty takes now's pricing
+                    margin_orders.mark_ticks, margin_orders.leverage = mark, leverage
+                if margin_orders.mark_ticks != mark or margin_orders.leverage != leverage:
+                    margin_orders.unpriced[order_id] = order
+            else:
+                margin_orders.unpriced[order_id] = order
+        fills = None
+        self_trade = False
+        if book.crosses(side, limit):  # else nothing to take: most limit orders
+            result = book.match(side, limit, qty, account)  # expire-taker self-trade prevention
+            fills, self_trade = result.fills, result.self_trade
+            if fills:
+                touched = {account: acct}
+                sizes_before = {account: size}  # each account's position before the fills
+                self._settle_match(
+                    market, acct, pos, order, fills, events, touched, sizes_before=sizes_before
+                )
         left = order.remaining_lots
         if left:
             # GTX (post-only) that passed the crossing check rests like GTC; it took nothing.
-            resting_tif = tif in (_GTC, _GTX)
             beyond = capped and book.walk(side, 0 if side == SELL else 2**62, 1)[0]
-            if not is_market and resting_tif and not result.self_trade and not beyond:
+            if tif in (_GTC, _GTX) and not is_market and not self_trade and not beyond:
                 book.add(order)
             else:
-                if result.self_trade:
+                if self_trade:
                     reason = EndReason.SELF_TRADE
                 elif beyond:
                     reason = EndReason.BANKRUPTCY
                 elif is_market and book.walk(side, 0 if side == SELL else 2**62, 1)[0]:
                     reason = EndReason.PRICE_BAND
                 else:
-                    reason = EndReason.IOC_REMAINDER
+                    reason = _IOC_REMAINDER
                 self._unregister(acct, pos, order)
-                events.append(OrderCanceled(order_id, acct.name, cmd.symbol, left, reason))
-        if result.fills:  # positions moved: re-price the margin of the makers' and our orders
+                events.append(OrderCanceled(order_id, account, symbol, left, reason))
+        if fills:  # positions moved: re-price the margin of the makers' and our orders
             for name, other in touched.items():
-                self._trim_reduce_only(other, cmd.symbol, market, events)
-                self._reserve_orders(other, cmd.symbol, market, sizes_before[name])
+                other_pos = other.positions[symbol]
+                if other_pos.reduce_only_count:
+                    self._trim_reduce_only(other, symbol, market, events)
+                if other_pos.open_orders:
+                    self._reprice_position(other, other_pos, market, sizes_before[name])
                 if other.wallet.balance < 0:
-                    self._cover_flat_deficit(other, cmd.symbol, events)
+                    self._cover_flat_deficit(other, symbol, events)
         return events
 
     def _bankruptcy_cap(self, acct: Account, pos: Position, spec: MarketSpec) -> int:
@@ -927,24 +1025,25 @@ class Engine:
         E + s·k·p − cost − f·|s|·k·p, linear in p; its root, rounded toward the trader's
         favour by less than a tick (up for a long, down for a short), is the cap.
         """
-        k = spec.atoms_per_tick_lot
-        size = pos.size_lots
         if pos.isolated:
             equity = pos.margin.balance
         else:
             equity = acct.wallet.balance
-            for other in acct.positions.values():
-                if other is not pos and other.size_lots and not other.isolated:
-                    mark = self.markets[other.symbol].mark_ticks
-                    k_other = self.markets[other.symbol].spec.atoms_per_tick_lot
-                    equity += other.size_lots * mark * k_other - other.cost_atoms
-        fee = spec.taker_fee_ppm
+            if len(acct.positions) > 1:  # (the common case, one symbol, skips the loop)
+                for other in acct.positions.values():
+                    if other is not pos and other.size_lots and not other.isolated:
+                        market = self.markets[other.symbol]
+                        k_other = market.spec.atoms_per_tick_lot
+                        equity += other.size_lots * market.mark_ticks * k_other - other.cost_atoms
+        size = pos.size_lots
         # (s·PPM − f·|s|)·k·p = (cost − E)·PPM, solved exactly for p
-        slope = (size * PPM - fee * abs(size)) * k
+        slope = (size * PPM - spec.taker_fee_ppm * (size if size > 0 else -size)) * (
+            spec.atoms_per_tick_lot
+        )
         rhs = (pos.cost_atoms - equity) * PPM
-        if size > 0:
-            return max(0, div(rhs, slope, _CEIL))
-        return max(0, div(rhs, slope, _FLOOR))
+        # Python's // floors whatever the signs, as div(rhs, slope, FLOOR) does; hot path
+        cap = -(-rhs // slope) if size > 0 else rhs // slope
+        return cap if cap > 0 else 0
 
     def _cover_flat_deficit(self, acct: Account, symbol: str, events: list[Event]) -> None:
         """A flat account whose wallet ended below zero (a resting close filled past bankruptcy,
@@ -955,32 +1054,46 @@ class Engine:
         self.liquidator.pay_deficit(acct.wallet, -acct.wallet.balance, acct.name, symbol, events)
 
     def _register(self, acct: Account, pos: Position, order: Order) -> None:
-        acct.orders[order.order_id] = order
+        """Index an open order (`_place_order` has this inlined: keep the two in step)."""
+        order_id = order.order_id
+        acct.orders[order_id] = order
         if order.client_order_id is not None:
-            acct.client_ids[order.client_order_id] = order.order_id
+            acct.client_ids[order.client_order_id] = order_id
         acct.reserved_atoms += order.reserved_atoms
-        pos.open_orders[order.order_id] = order
+        pos.open_orders[order_id] = order
         if order.side == BUY:
             pos.open_buy_lots += order.remaining_lots
+            margin_orders = pos.margin_buys
         else:
             pos.open_sell_lots += order.remaining_lots
+            margin_orders = pos.margin_sells
         if order.reduce_only:
             pos.reduce_only_count += 1
+        else:
+            margin_orders.orders[order_id] = order
+            margin_orders.unpriced[order_id] = order  # its margin: whatever the caller set
 
     def _unregister(self, acct: Account, pos: Position, order: Order) -> None:
         """Forget an order that is done (filled, canceled or expired); releases its margin."""
-        del acct.orders[order.order_id]
+        order_id = order.order_id
+        del acct.orders[order_id]
         if order.client_order_id is not None:
             del acct.client_ids[order.client_order_id]
         acct.reserved_atoms -= order.reserved_atoms
         order.reserved_atoms = 0
-        del pos.open_orders[order.order_id]
+        del pos.open_orders[order_id]
         if order.side == BUY:
             pos.open_buy_lots -= order.remaining_lots
+            margin_orders = pos.margin_buys
         else:
             pos.open_sell_lots -= order.remaining_lots
+            margin_orders = pos.margin_sells
         if order.reduce_only:
             pos.reduce_only_count -= 1
+        else:
+            del margin_orders.orders[order_id]
+            if margin_orders.unpriced:
+                margin_orders.unpriced.pop(order_id, None)
 
     def _settle_match(
         self,
@@ -1004,14 +1117,16 @@ class Engine:
         taker_ppm = spec.taker_fee_ppm if taker_fee_ppm is None else taker_fee_ppm
         maker_ppm = spec.maker_fee_ppm
         side = taker.side
+        taker_name = taker_acct.name
         for maker, lots, price in fills:
             assert isinstance(maker, Order)
             notional = price * lots * k
-            maker_acct = accounts[maker.account]
+            maker_name = maker.account
+            maker_acct = accounts[maker_name]
             maker_pos = maker_acct.positions[symbol]
-            if sizes_before is not None and maker_acct.name not in sizes_before:
-                sizes_before[maker_acct.name] = maker_pos.size_lots
-            touched[maker_acct.name] = maker_acct
+            if sizes_before is not None and maker_name not in sizes_before:
+                sizes_before[maker_name] = maker_pos.size_lots
+            touched[maker_name] = maker_acct
             # the maker's order: the book already took `lots` off its remaining
             self._consume(maker_acct, maker_pos, maker, lots, price, maker.remaining_lots + lots)
             # the taker's order
@@ -1019,8 +1134,9 @@ class Engine:
             taker.remaining_lots -= lots
             # Fees first: an isolated position pays from its own margin, and a fill that closes
             # it then releases what is left, so no fee residue stays behind in the bucket.
-            taker_fee = div(notional * taker_ppm, PPM, _CEIL)
-            maker_fee = div(notional * maker_ppm, PPM, _CEIL)
+            # Rounded up, i.e. div(..., CEIL) inlined: -(-a // b) is the ceiling for b > 0.
+            taker_fee = -(-(notional * taker_ppm) // PPM)
+            maker_fee = -(-(notional * maker_ppm) // PPM)
             if taker_fee:
                 ledger.transfer(
                     taker_pos.margin if taker_pos.isolated else taker_acct.wallet,
@@ -1036,7 +1152,7 @@ class Engine:
             taker_pnl = self._settle_fill(taker_acct, taker_pos, spec, side, lots, price)
             maker_pnl = self._settle_fill(maker_acct, maker_pos, spec, -side, lots, price)
             trade_id = self.next_trade_id
-            self.next_trade_id += 1
+            self.next_trade_id = trade_id + 1
             market.last_trade_ticks = price
             events.append(
                 TradeExecuted(
@@ -1047,8 +1163,8 @@ class Engine:
                     side,
                     taker.order_id,
                     maker.order_id,
-                    taker_acct.name,
-                    maker_acct.name,
+                    taker_name,
+                    maker_name,
                     taker_fee,
                     maker_fee,
                     taker_pnl,
@@ -1058,7 +1174,7 @@ class Engine:
             )
             events.append(
                 PositionChanged(
-                    maker_acct.name,
+                    maker_name,
                     symbol,
                     maker_pos.size_lots,
                     maker_pos.cost_atoms,
@@ -1069,7 +1185,7 @@ class Engine:
                 self._unregister(maker_acct, maker_pos, maker)
         events.append(
             PositionChanged(
-                taker_acct.name,
+                taker_name,
                 symbol,
                 taker_pos.size_lots,
                 taker_pos.cost_atoms,
@@ -1090,11 +1206,13 @@ class Engine:
         else:
             pos.open_sell_lots -= lots
         if order.reserved_atoms:
-            release = (
-                order.reserved_atoms
-                if lots == before
-                else div(order.reserved_atoms * lots, before, _FLOOR)
-            )
+            if lots == before:  # filled: `_unregister` follows
+                release = order.reserved_atoms
+            else:
+                release = order.reserved_atoms * lots // before  # floor, as div(..., FLOOR)
+                # what is left is a share of the old margin, not the re-priced one
+                margin_orders = pos.margin_buys if order.side == BUY else pos.margin_sells
+                margin_orders.unpriced[order.order_id] = order
             order.reserved_atoms -= release
             acct.reserved_atoms -= release
 
@@ -1107,14 +1225,13 @@ class Engine:
         size = pos.size_lots
         realized = 0
         open_lots = lots
-        if size and (size > 0) != (side > 0):
-            held = abs(size)
+        if size * side < 0:  # closes (some of) the position
+            held = -size if size < 0 else size
             close = lots if lots < held else held
             # The closed part's cost basis, rounded up: realized PnL rounds against the trader.
-            part_cost = (
-                pos.cost_atoms if close == held else div(pos.cost_atoms * close, held, _CEIL)
-            )
-            realized = (close if size > 0 else -close) * price * k - part_cost
+            # (div(..., CEIL) inlined: held > 0.)
+            part_cost = pos.cost_atoms if close == held else -(-(pos.cost_atoms * close) // held)
+            realized = -side * close * price * k - part_cost  # -side: the sign of the position
             pos.size_lots = size + side * close
             pos.cost_atoms -= part_cost
             open_lots = lots - close
@@ -1135,9 +1252,10 @@ class Engine:
             pos.cost_atoms += side * notional
             if pos.isolated:
                 ledger.transfer(acct.wallet, pos.margin, div(notional, pos.leverage, _CEIL))
-        if not size or not pos.size_lots:  # opened from flat or closed to flat
+        size_after = pos.size_lots
+        if not size or not size_after:  # opened from flat or closed to flat
             self._update_holder(acct.name, pos)
-        elif (size > 0) != (pos.size_lots > 0):  # flipped through zero in this one fill
+        elif size * size_after < 0:  # flipped through zero in this one fill
             self.conditionals.on_position_flat(acct.name, pos.symbol)  # old-side stops go
         ledger.touched.add(acct.name)  # the risk mirror refreshes this account (risk.py)
         return realized
@@ -1192,6 +1310,7 @@ class Engine:
         events.append(OrderCanceled(order.order_id, acct.name, order.symbol, left, reason))
 
     def _cancel_order(self, cmd: CancelOrder) -> list[Event]:
+        symbol = cmd.symbol
         acct = self.accounts.get(cmd.account)
         order: Order | None = None
         if acct is not None:
@@ -1200,21 +1319,24 @@ class Engine:
             elif cmd.client_order_id is not None:
                 oid = acct.client_ids.get(cmd.client_order_id)
                 order = None if oid is None else acct.orders.get(oid)
-        if cmd.symbol not in self.markets:
-            return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_SYMBOL)]
+        market = self.markets.get(symbol)
+        if market is None:
+            return [RequestRejected(cmd.account, symbol, Reason.UNKNOWN_SYMBOL)]
         if order is None:  # a conditional order, perhaps (ids never collide)
             canceled = self.conditionals.cancel(cmd)
             if canceled is not None:
                 return canceled
-        if acct is None or order is None or order.symbol != cmd.symbol:
-            return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_ORDER)]
-        market = self.markets[cmd.symbol]
-        events: list[Event] = []
-        pos = acct.positions[cmd.symbol]
-        self._end_order(acct, pos, market, order, EndReason.CANCELED, events)
+        if acct is None or order is None or order.symbol != symbol:
+            return [RequestRejected(cmd.account, symbol, Reason.UNKNOWN_ORDER)]
+        pos = acct.positions[symbol]
+        # `_end_order`, inlined (a quarter of all commands are cancels)
+        market.book.cancel(order.order_id)
+        left = order.remaining_lots
+        self._unregister(acct, pos, order)
+        events: list[Event] = [OrderCanceled(order.order_id, acct.name, symbol, left, _CANCELED)]
         if pos.size_lots * order.side < 0 and not order.reduce_only:
             # It held part of the closing allowance; later closing orders may now get it.
-            self._reserve_orders(acct, cmd.symbol, market)
+            self._reserve_orders(acct, symbol, market)
         return events
 
     def _reserve_orders(
@@ -1230,41 +1352,30 @@ class Engine:
         With `size_before` (the position before the fills that moved it), only the orders
         whose share of the free lots can have changed are re-priced: those on the closing side
         before or after. The others open exposure either way and keep their margin as placed.
+        Within a side, `_reprice_side` visits only the head of it that closes now or closed at
+        its last pricing and the orders marked unpriced since; it leaves every order with what
+        a visit of all of them would give (see `MarginOrders`).
         """
         pos = acct.positions.get(symbol)
-        if pos is None or not pos.open_orders:
-            return
+        if pos is not None and pos.open_orders:
+            self._reprice_position(acct, pos, market, size_before)
+
+    @staticmethod
+    def _reprice_position(
+        acct: Account, pos: Position, market: MarketState, size_before: int | None
+    ) -> None:
+        """`_reserve_orders` for a position with open orders."""
         size = pos.size_lots
-        closing_side = SELL if size > 0 else BUY
-        sides: tuple[int, ...]
-        if size_before is None:
-            sides = (BUY, SELL)
-        else:  # the closing sides before and after: -sign(size); none for a flat position
-            sides = tuple({-1 if s > 0 else 1 for s in (size_before, size) if s})
-        free = abs(size)
-        k = market.spec.atoms_per_tick_lot
         mark = market.mark_ticks
-        leverage = pos.leverage
+        k = market.spec.atoms_per_tick_lot
         delta = 0
-        for order in pos.open_orders.values():  # insertion order: oldest first
-            if order.reduce_only or order.side not in sides:
-                continue  # reduce-only orders never hold margin (they are trimmed instead)
-            opening = order.remaining_lots
-            if free and order.side == closing_side:
-                closing = min(opening, free)
-                free -= closing
-                opening -= closing
-            if opening:
-                price = order.price_ticks
-                # ceil(notional / leverage), inlined on this hot path (both are positive)
-                reserved = -(-(opening * price * k) // leverage)
-                loss_ticks = price - mark if order.side > 0 else mark - price
-                if loss_ticks > 0:
-                    reserved += loss_ticks * opening * k
-            else:
-                reserved = 0
-            delta += reserved - order.reserved_atoms
-            order.reserved_atoms = reserved
+        # the closing sides before and after: buys close a short, sells a long
+        if size_before is None or size < 0 or size_before < 0:
+            free = -size if size < 0 else 0
+            delta += _reprice_side(pos.margin_buys, free, BUY, mark, k, pos.leverage)
+        if size_before is None or size > 0 or size_before > 0:
+            free = size if size > 0 else 0
+            delta += _reprice_side(pos.margin_sells, free, SELL, mark, k, pos.leverage)
         acct.reserved_atoms += delta
 
     # == canonical state ======================================================================
@@ -1490,6 +1601,24 @@ class Engine:
                 assert pos.reduce_only_count == sum(
                     1 for o in pos.open_orders.values() if o.reduce_only
                 )
+                for side, margin_orders in ((BUY, pos.margin_buys), (SELL, pos.margin_sells)):
+                    by_side = margin_orders.orders
+                    want = [o for o in pos.open_orders.values() if o.side == side]
+                    assert list(by_side.values()) == [o for o in want if not o.reduce_only], (
+                        f"{acct.name}/{symbol}: margin orders drifted"
+                    )
+                    assert list(by_side) == sorted(by_side), "margin orders not oldest first"
+                    assert all(by_side.get(i) is o for i, o in margin_orders.unpriced.items())
+                    k = self.markets[symbol].spec.atoms_per_tick_lot
+                    head_lots = margin_orders.closing_lots
+                    for o in by_side.values():  # past the head, the rest holds its margin as priced
+                        if head_lots <= 0 and o.order_id not in margin_orders.unpriced:
+                            assert margin_orders.mark_ticks, f"{o}: priced at no mark"
+                            want_atoms = _opening_margin_atoms(
+                                o, margin_orders.mark_ticks, margin_orders.leverage, k
+                            )
+                            assert o.reserved_atoms == want_atoms, f"{o}: margin not as priced"
+                        head_lots -= o.remaining_lots
                 for o in pos.open_orders.values():
                     assert acct.orders.get(o.order_id) is o
                     resting[symbol].add(o.order_id)
@@ -1526,6 +1655,85 @@ class Engine:
         lg = self.ledger
         total += lg.fees.balance + lg.insurance.balance + lg.funding.balance
         return -lg.external.balance, total
+
+
+def _opening_margin_atoms(
+    order: Order, mark_ticks: int, leverage: int, atoms_per_tick_lot: int
+) -> int:
+    """The margin of all of an order's remaining quantity opening: IM at its price plus the
+    open loss against the mark (the plain form of what `_reprice_side` inlines)."""
+    lots, price_ticks = order.remaining_lots, order.price_ticks
+    notional_atoms = lots * price_ticks * atoms_per_tick_lot
+    loss_ticks = max(0, order.side * (price_ticks - mark_ticks))
+    return div(notional_atoms, leverage, _CEIL) + loss_ticks * lots * atoms_per_tick_lot
+
+
+def _reprice_side(
+    side_orders: MarginOrders,
+    free_lots: int,
+    side: int,
+    mark_ticks: int,
+    atoms_per_tick_lot: int,
+    leverage: int,
+) -> int:
+    """Re-price one side's margin orders; returns the change of the sum of their margin.
+
+    Oldest first, the first `free_lots` lots close the position and hold nothing; the rest
+    hold IM at the order price plus the open loss against the mark, as `Engine._place_order`
+    charges them. At the mark and leverage of the side's last pricing, only the unpriced
+    orders and the head that closes now or closed then are visited: every other order already
+    holds what it would get (the `MarginOrders` invariant), so the result is the same as
+    visiting them all, at the cost of a few orders instead of the whole side.
+    """
+    unpriced = side_orders.unpriced
+    full = side_orders.mark_ticks != mark_ticks or side_orders.leverage != leverage
+    if not side_orders.orders or not (free_lots or side_orders.closing_lots or unpriced or full):
+        return 0  # nothing closes, now or then, and the rest holds its margin as priced
+    k = atoms_per_tick_lot
+    delta = 0
+    if unpriced:  # all of each opens unless it is in the head, which the walk below re-prices
+        for order in unpriced.values():
+            opening_lots = order.remaining_lots
+            price_ticks = order.price_ticks
+            reserved_atoms = -(-(opening_lots * price_ticks * k) // leverage)
+            loss_ticks = (price_ticks - mark_ticks) * side
+            if loss_ticks > 0:
+                reserved_atoms += loss_ticks * opening_lots * k
+            delta += reserved_atoms - order.reserved_atoms
+            order.reserved_atoms = reserved_atoms
+        unpriced.clear()
+    if full:
+        reach_lots = _EVERY_LOT  # priced at another mark or leverage: visit every order
+        side_orders.mark_ticks = mark_ticks
+        side_orders.leverage = leverage
+    else:  # the lots of the head: closing now or at the last pricing (their share can move)
+        reach_lots = side_orders.closing_lots
+        if free_lots > reach_lots:
+            reach_lots = free_lots
+    side_orders.closing_lots = free_lots
+    for order in side_orders.orders.values():
+        if reach_lots <= 0:
+            break  # the rest opens wholly, now as then
+        opening_lots = order.remaining_lots
+        reach_lots -= opening_lots
+        if free_lots:
+            if opening_lots <= free_lots:  # closes only
+                free_lots -= opening_lots
+                if order.reserved_atoms:
+                    delta -= order.reserved_atoms
+                    order.reserved_atoms = 0
+                continue
+            opening_lots -= free_lots
+            free_lots = 0
+        price_ticks = order.price_ticks
+        # ceil(notional / leverage), inlined on this hot path (both are positive)
+        reserved_atoms = -(-(opening_lots * price_ticks * k) // leverage)
+        loss_ticks = (price_ticks - mark_ticks) * side  # a buy above, a sell below the mark
+        if loss_ticks > 0:
+            reserved_atoms += loss_ticks * opening_lots * k
+        delta += reserved_atoms - order.reserved_atoms
+        order.reserved_atoms = reserved_atoms
+    return delta
 
 
 SNAPSHOT_VERSION: Final = 5  # 2: liquidation record; 3: oracle state; 4: funding;
