@@ -4,7 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck pytest demo bench clean
+.PHONY: venv test lint typecheck pytest demo bench clean compiled test-compiled bench-compiled
+
+# The optional accelerated build (setup.py): the core compiled with mypyc, in a venv of its own
+# so that the editable pure-Python install in .venv stays the reference.
+VENV_C := .venv-mypyc
+BIN_C := $(VENV_C)/bin
+STAMP_C := $(VENV_C)/.installed
+BUILD_TOOLS := setuptools==84.2.1 wheel==0.48.0
 
 venv: $(STAMP)
 
@@ -17,6 +24,7 @@ $(STAMP): pyproject.toml
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest
@@ -27,5 +35,23 @@ demo: venv
 bench: venv
 	$(BIN)/python -m benchmarks
 
+# Needs a C compiler and the Python headers; the plain build above needs neither.
+compiled: $(STAMP_C)
+
+$(STAMP_C): pyproject.toml setup.py $(wildcard src/perpex/*.py src/perpex/*/*.py)
+	$(PYTHON) -m venv $(VENV_C)
+	$(BIN_C)/python -m pip install --quiet --upgrade pip
+	$(BIN_C)/python -m pip install --quiet $(BUILD_TOOLS) '.[dev]'
+	PERPEX_MYPYC=1 $(BIN_C)/python -m pip install --quiet --no-build-isolation --no-deps \
+		--force-reinstall .
+	rm -rf build
+	touch $(STAMP_C)
+
+test-compiled: compiled
+	$(BIN_C)/pytest -p no:cacheprovider
+
+bench-compiled: compiled
+	$(BIN_C)/python -m benchmarks
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_C) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-MODULES = ["bench_book", "bench_engine", "bench_risk", "bench_journal"]
+MODULES = ["bench_edge", "bench_book", "bench_engine", "bench_risk", "bench_journal"]
 COLUMNS = ("benchmark", "metric", "value", "baseline", "ratio", "goal")
 
 Row = dict[str, Any]
@@ -61,6 +61,25 @@ def core_count() -> str:
     return text + "; the benchmarks use one"
 
 
+def build_info() -> str:
+    """Which perpex build runs: the pure-Python reference or the mypyc-compiled core."""
+    import importlib.machinery
+    import importlib.util
+    import pkgutil
+
+    import perpex.core
+
+    compiled = []
+    for module in pkgutil.iter_modules(perpex.core.__path__):
+        spec = importlib.util.find_spec(f"perpex.core.{module.name}")
+        origin = (spec.origin or "") if spec else ""
+        if origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+            compiled.append(module.name)
+    if not compiled:
+        return "pure Python (the reference build)"
+    return f"mypyc-compiled core ({len(compiled)} modules: {', '.join(sorted(compiled))})"
+
+
 def machine_info() -> dict[str, str]:
     try:
         import numpy
@@ -74,6 +93,7 @@ def machine_info() -> dict[str, str]:
         "Cores": core_count(),
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
         "NumPy": numpy_version,
+        "perpex build": build_info(),
     }
 
 

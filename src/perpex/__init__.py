@@ -6,6 +6,7 @@ The public API is what `__all__` lists; everything else is importable but privat
 from perpex.core.markets import Bracket, Market, MarketError
 from perpex.errors import ExchangeError
 from perpex.exchange import Account, Exchange, Order, Position
+from perpex.version import __version__ as __version__
 
 __all__ = [
     "Account",
@@ -17,4 +18,3 @@ __all__ = [
     "Order",
     "Position",
 ]
-__version__ = "0.1.0"

@@ -47,7 +47,7 @@ def journal_inspect(
 @app.command()
 def version() -> None:
     """Print the perpex version."""
-    from perpex import __version__
+    from perpex.version import __version__
 
     typer.echo(__version__)
 

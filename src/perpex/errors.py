@@ -10,7 +10,11 @@ from perpex.core.messages import Reason
 
 
 class ExchangeError(Exception):
-    """A refused call: `.code` is Binance's (negative) error code, `.msg` its message."""
+    """A refused call: `.code` is Binance's (negative) error code, `.msg` its message.
+
+    `.index`: for a batch (`Exchange.submit`), the position of the command refused."""
+
+    index: int | None = None
 
     def __init__(self, code: int, msg: str) -> None:
         super().__init__(f"{code}: {msg}")
@@ -105,6 +109,14 @@ REASON_CODES: dict[Reason, tuple[int, str]] = {
     Reason.EXIT_LADDER_EXISTS: (
         -2010,
         "NEW_ORDER_REJECTED: an exit ladder is already open for this position.",
+    ),
+    # An engine limit, coded like the others (-1130): deposits less withdrawals, the insurance
+    # funds' included, may not pass 2^62 atoms (4,611,686,018,427.387904 USDT), so that every
+    # stored integer fits the state hash's and the snapshot's 64-bit encoding.
+    Reason.TOTAL_DEPOSITS_LIMIT: (
+        -1130,
+        "Data sent for parameter 'amount' is not valid: the exchange's total deposits would "
+        "exceed its limit.",
     ),
 }
 

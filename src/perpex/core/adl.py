@@ -28,7 +28,7 @@ few lots against 100,000 holders ranks only the head of the queue.
 What a trader is shown (`adl_quantile`, `Exchange.position().adl_quantile`) is the Binance-like
 reading of the same queue (MECHANICS.md §1.8: "ranked by profit and leverage", a 5-light
 indicator): only a profitable position (score > 0) lights up, by its percentile in its side's
-whole queue (losers included, as the queue `liquidation._deleverage` walks), and every position
+whole queue (losers included, as the queue `deleverage.deleverage` walks), and every position
 that is flat, losing or past bankruptcy shows 1 light, the lowest priority. 0 means "no
 position". (Binance's API field `adlQuantile` counts 0-4 for the same five steps.)
 """
@@ -200,7 +200,7 @@ class AdlQueueVector:
     """The queue of one side over NumPy columns, computed lazily from the top: `adl_queue`
     (highest score first, equal scores by account name), then the positions past their own
     bankruptcy (equity <= 0, not ranked) by name. This is the order in which
-    `liquidation._deleverage` takes counterparties; its scalar twin builds `AdlPosition`s with
+    `deleverage.deleverage` takes counterparties; its scalar twin builds `AdlPosition`s with
     account indices in name order and calls `adl_queue`.
 
     Rows are positions of one side (every size has the side's sign); `names[account_idx[row]]`

@@ -1,4 +1,5 @@
-"""Funding: the premium index sampled from the book, the funding rate, and its settlement.
+"""The premium index of one market accumulated over each settlement period, and the funding
+times it comes due at (`FundingState`); the entry point to funding, which re-exports the rest.
 
 Units: prices in ticks, sizes in lots, money in atoms, time in ns of the virtual clock, premiums
 and funding rates in 1e-8 (`FUNDING_RATE_SCALE`; Binance publishes "0.00010000" = 10_000).
@@ -11,25 +12,27 @@ The rule (MECHANICS.md §1.7, Binance USDⓈ-M; §2.1 BitMEX, §4 Hyperliquid, �
     rate            F = clamp(P̄ + clamp(I − P̄, −clamp, +clamp), floor, cap)
     payment         |size| × mark × F, a positive F makes longs pay shorts
 
-Public API (all pure; nothing reads a clock, a file or a global random generator):
+Public API (all pure; nothing reads a clock, a file or a global random generator), by module:
 
-* `FundingConfig` — per-market parameters (msgspec struct, validated; part of the state hash).
-* `impact_prices(book, impact_notional_atoms, atoms_per_tick_lot, *, allow_partial=False)`
-  → `(impact_bid, impact_ask)`, each `(num, den)` ticks or None.
+* `funding_config`: `FundingConfig` — per-market parameters (msgspec struct, validated; part
+  of the state hash), and the limits.
+* `funding_premium`: `impact_prices(book, impact_notional_atoms, atoms_per_tick_lot, *,
+  allow_partial=False)` → `(impact_bid, impact_ask)`, each `(num, den)` ticks or None.
 * `premium_e8(impact_bid, impact_ask, index_ticks)` → one premium sample.
 * `sample_premium_e8(book, index_ticks, impact_notional_atoms, atoms_per_tick_lot,
   shortfall)` → the sample the state records at a grid point, or None (skipped).
 * `funding_rate_e8(average_premium_e8, config)` → F.
-* `FundingState` — the accumulating premium of one market: `advance(now_ns, book,
+* this module: `FundingState` — the accumulating premium of one market: `advance(now_ns, book,
   index_ticks) -> list[FundingSettlement]` is all an engine needs; `on_sample`,
   `on_premium`, `due_settlements`, `settle_rate`, `predicted_rate_e8`, `record` and
   `from_record` are the pieces it is made of.
-* `FundingSettlement` — what one settlement charges: `rate_e8` (F, per funding interval) and
-  `rate_divisor` (8 when Hyperliquid-style hourly settlement charges F/8).
+* `funding_settlement`: `FundingSettlement` — what one settlement charges: `rate_e8` (F, per
+  funding interval) and `rate_divisor` (8 when Hyperliquid-style hourly settlement charges F/8).
 * `funding_payments(size_lots, mark_ticks, atoms_per_tick_lot, rate_e8, rate_divisor=1)`
   → `(payment_atoms per position, dust_atoms)`, NumPy int64; `funding_payments_scalar` is
   its plain-int twin (the specification; a property test holds the two equal).
-* `FundingSchedule` — historical rates by settlement time (replay of real funding).
+* `funding_history`: `FundingSchedule` — historical rates by settlement time (replay of real
+  funding), and `format_utc`.
 
 How an engine uses it. Per market, `state = FundingState.for_market(spec, start_ns, config)`.
 On every command at time `now`, *before* the command changes the book or the index, call
@@ -83,504 +86,55 @@ Decisions (where the sources are silent or disagree):
 
 from __future__ import annotations
 
-import bisect
-import enum
-from collections.abc import Callable, Iterable, Sequence
-from math import gcd
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
-import msgspec
-import numpy as np
-import numpy.typing as npt
-
-from perpex.core.oracle import FUNDING_RATE_SCALE, NS_PER_SECOND
-from perpex.core.units import ATOMS_PER_UNIT, NOTIONAL_BOUND_ATOMS, Rounding, div
+from perpex.core.funding_config import (
+    DEFAULT_CAP_E8,
+    DEFAULT_CLAMP_E8,
+    DEFAULT_IMPACT_MARGIN_ATOMS,
+    DEFAULT_INTERVAL_NS,
+    DEFAULT_SAMPLE_INTERVAL_NS,
+    INTEREST_PER_DAY_E8,
+    MAX_RATE_E8,
+    MAX_SAMPLE_PREMIUM_E8,
+    MAX_SAMPLES_PER_INTERVAL,
+    NS_PER_DAY,
+    NS_PER_HOUR,
+    FundingConfig,
+    ImpactShortfall,
+    PremiumWeighting,
+    is_int,
+)
+from perpex.core.funding_history import (
+    MAX_SCHEDULE_RATES,
+    FundingRateMissing,
+    FundingSchedule,
+    format_utc,
+)
+from perpex.core.funding_premium import (
+    MAX_IMPACT_LEVELS,
+    DepthSource,
+    Ratio,
+    funding_rate_e8,
+    impact_notional_atoms,
+    impact_prices,
+    premium_e8,
+    sample_premium_e8,
+)
+from perpex.core.funding_settlement import (
+    MAX_RATE_DIVISOR,
+    FundingSettlement,
+    funding_payments,
+    funding_payments_scalar,
+)
+from perpex.core.oracle import FUNDING_RATE_SCALE
+from perpex.core.units import Rounding, div
 
 if TYPE_CHECKING:
     from perpex.core.markets import MarketSpec
 
-NS_PER_HOUR: Final = 3_600 * NS_PER_SECOND
-NS_PER_DAY: Final = 24 * NS_PER_HOUR
-DEFAULT_INTERVAL_NS: Final = 8 * NS_PER_HOUR
-DEFAULT_SAMPLE_INTERVAL_NS: Final = 5 * NS_PER_SECOND
-INTEREST_PER_DAY_E8: Final = 30_000  # 0.03 %/day = 0.01 % per 8 h (MECHANICS.md §1.7)
-DEFAULT_CLAMP_E8: Final = 50_000  # ±0.05 %
-DEFAULT_CAP_E8: Final = 300_000  # 0.3 % = 0.75 x 0.4 % MMR of BTCUSDT's first bracket
-DEFAULT_IMPACT_MARGIN_ATOMS: Final = 200 * ATOMS_PER_UNIT  # 200 USDT of initial margin
-MAX_RATE_E8: Final = FUNDING_RATE_SCALE  # |rate|, cap and floor stay within ±100 %
-MAX_SAMPLE_PREMIUM_E8: Final = FUNDING_RATE_SCALE  # a sample is clamped to ±100 %
-MAX_SAMPLES_PER_INTERVAL: Final = 86_400  # 1 s samples over 24 h
-MAX_RATE_DIVISOR: Final = 24  # hourly settlement of a 24 h rate
-MAX_IMPACT_LEVELS: Final = 10_000  # book levels walked per side for one impact price
 MAX_SETTLEMENTS_PER_ADVANCE: Final = 100_000  # > 11 years of hourly funding in one jump
-MAX_SCHEDULE_RATES: Final = 250_000  # > 28 years of hourly funding
-
-_INT64_MIN: Final = -(2**63)
-_INT64_SAFE: Final = 2**62  # sums below this cannot wrap int64
-
-# A rational price in ticks: (numerator, denominator > 0).
-Ratio = tuple[int, int]
-
-
-class PremiumWeighting(enum.Enum):
-    LINEAR = "linear"  # Binance: weights 1, 2, …, n, later samples count more
-    EQUAL = "equal"  # BitMEX, Hyperliquid, dYdX: the arithmetic mean
-
-
-class ImpactShortfall(enum.Enum):
-    SKIP = "skip"  # a side that cannot fill the impact notional skips the sample
-    PARTIAL = "partial"  # average what there is; an empty side still skips
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-class FundingConfig(msgspec.Struct, frozen=True, array_like=True):
-    """One market's funding parameters. Rates in 1e-8 per funding interval, times in ns.
-
-    interval_ns: the funding interval; it must divide 24 h (1, 2, 4, 8 h …), default 8 h.
-    sample_interval_ns: premium sampling grid (5 s); it must divide the settlement period.
-    interest_rate_e8: I per interval; None = 0.03 %/day pro rata (10_000 for 8 h).
-    clamp_e8: the ±bound on I − P̄ (0.05 %). cap_e8 / floor_e8: the bounds of F (±0.3 %).
-    impact_margin_atoms: impact notional = this × the market's max leverage (200 USDT → 25,000
-    USDT for BTCUSDT at 125x). weighting, shortfall: see the module docstring.
-    hourly_split: settle every hour at (1 h / interval) of F, Hyperliquid style.
-    """
-
-    interval_ns: int = DEFAULT_INTERVAL_NS
-    sample_interval_ns: int = DEFAULT_SAMPLE_INTERVAL_NS
-    interest_rate_e8: int | None = None
-    clamp_e8: int = DEFAULT_CLAMP_E8
-    cap_e8: int = DEFAULT_CAP_E8
-    floor_e8: int = -DEFAULT_CAP_E8
-    impact_margin_atoms: int = DEFAULT_IMPACT_MARGIN_ATOMS
-    weighting: PremiumWeighting = PremiumWeighting.LINEAR
-    shortfall: ImpactShortfall = ImpactShortfall.SKIP
-    hourly_split: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("interval_ns", "sample_interval_ns", "clamp_e8", "cap_e8", "floor_e8"):
-            if not _is_int(getattr(self, name)):
-                raise ValueError(f"funding {name} must be an int, got {getattr(self, name)!r}")
-        if not _is_int(self.impact_margin_atoms):
-            raise ValueError("funding impact_margin_atoms must be an int")
-        if self.interest_rate_e8 is not None and not _is_int(self.interest_rate_e8):
-            raise ValueError("funding interest_rate_e8 must be an int or None")
-        if not isinstance(self.weighting, PremiumWeighting):
-            raise ValueError(f"funding weighting must be a PremiumWeighting: {self.weighting!r}")
-        if not isinstance(self.shortfall, ImpactShortfall):
-            raise ValueError(f"funding shortfall must be an ImpactShortfall: {self.shortfall!r}")
-        if not isinstance(self.hourly_split, bool):
-            raise ValueError("funding hourly_split must be a bool")
-        if self.interval_ns <= 0 or NS_PER_DAY % self.interval_ns:
-            raise ValueError(
-                f"funding interval_ns {self.interval_ns} must divide 24 h "
-                f"({NS_PER_DAY} ns): 1, 2, 3, 4, 6, 8, 12 or 24 h, or a divisor of an hour"
-            )
-        if self.hourly_split and self.interval_ns % NS_PER_HOUR:
-            raise ValueError("hourly_split needs an interval_ns that is a whole number of hours")
-        period_ns = self.period_ns
-        if self.sample_interval_ns <= 0 or period_ns % self.sample_interval_ns:
-            raise ValueError(
-                f"funding sample_interval_ns {self.sample_interval_ns} must be positive and "
-                f"divide the settlement period ({period_ns} ns)"
-            )
-        # Comparing interval > MAX x sample avoids a division.
-        if self.interval_ns > MAX_SAMPLES_PER_INTERVAL * self.sample_interval_ns:
-            raise ValueError(
-                f"funding: more than {MAX_SAMPLES_PER_INTERVAL} samples per interval; "
-                "use a longer sample_interval_ns"
-            )
-        if self.interest_rate_e8 is None:
-            # Exact: the interval divides the day (checked above).
-            periods_per_day = div(NS_PER_DAY, self.interval_ns, Rounding.TRUNC)
-            if INTEREST_PER_DAY_E8 % periods_per_day:
-                raise ValueError(
-                    f"funding: 0.03 %/day is not a whole number of 1e-8 per "
-                    f"{self.interval_ns} ns interval; give interest_rate_e8 explicitly"
-                )
-        elif abs(self.interest_rate_e8) > MAX_RATE_E8:
-            raise ValueError("funding interest_rate_e8 must be within ±100 % (±1e8)")
-        if not 0 <= self.clamp_e8 <= MAX_RATE_E8:
-            raise ValueError("funding clamp_e8 must be in [0, 1e8]")
-        if not -MAX_RATE_E8 <= self.floor_e8 <= 0 <= self.cap_e8 <= MAX_RATE_E8:
-            raise ValueError(
-                f"funding needs -1e8 <= floor_e8 <= 0 <= cap_e8 <= 1e8, got floor "
-                f"{self.floor_e8}, cap {self.cap_e8}"
-            )
-        if not 0 < self.impact_margin_atoms <= NOTIONAL_BOUND_ATOMS:
-            raise ValueError("funding impact_margin_atoms must be positive (and below 2^60)")
-
-    @property
-    def period_ns(self) -> int:
-        """Time between two settlements: 1 h with hourly_split, else the funding interval."""
-        return NS_PER_HOUR if self.hourly_split else self.interval_ns
-
-    @property
-    def rate_divisor(self) -> int:
-        """Settlements per funding interval: each one charges F / rate_divisor."""
-        # Exact: the period is the interval, or 1 h and the interval is whole hours.
-        return div(self.interval_ns, self.period_ns, Rounding.TRUNC)
-
-    @property
-    def interest_e8(self) -> int:
-        """I per funding interval, the pro-rata default resolved."""
-        if self.interest_rate_e8 is not None:
-            return self.interest_rate_e8
-        # Exact: __post_init__ checked that the periods per day divide the daily rate.
-        periods_per_day = div(NS_PER_DAY, self.interval_ns, Rounding.TRUNC)
-        return div(INTEREST_PER_DAY_E8, periods_per_day, Rounding.TRUNC)
-
-
-# -- impact prices and the premium ----------------------------------------------------------
-
-
-class DepthSource(Protocol):
-    """What the premium needs of a book: OrderBook.depth (and the tests' ReferenceBook)."""
-
-    def depth(self, levels: int = ...) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]: ...
-
-
-def _reduced(numerator: int, denominator: int) -> Ratio:
-    g = gcd(numerator, denominator)
-    # Exact: g divides both.
-    return div(numerator, g, Rounding.TRUNC), div(denominator, g, Rounding.TRUNC)
-
-
-def _impact_price(
-    levels: Sequence[tuple[int, int]], target_atoms: int, k: int, allow_partial: bool
-) -> tuple[Ratio | None, bool]:
-    """(average fill price of `target_atoms` of notional over `levels`, whether more levels
-    could help). The last level is taken in part, by notional, so a fill may end between lots:
-    the average is target / base quantity = N·p / (k·p·Q + R) ticks, exactly."""
-    filled_atoms = 0
-    full_lots = 0
-    for price_ticks, lots in levels:
-        level_atoms = price_ticks * lots * k
-        if filled_atoms + level_atoms >= target_atoms:
-            rest_atoms = target_atoms - filled_atoms
-            return _reduced(
-                target_atoms * price_ticks, k * price_ticks * full_lots + rest_atoms
-            ), False
-        filled_atoms += level_atoms
-        full_lots += lots
-    if allow_partial and full_lots:
-        return _reduced(filled_atoms, k * full_lots), True
-    return None, True
-
-
-def impact_prices(
-    book: DepthSource,
-    impact_notional_atoms: int,
-    atoms_per_tick_lot: int,
-    *,
-    allow_partial: bool = False,
-) -> tuple[Ratio | None, Ratio | None]:
-    """(impact bid, impact ask): the average price of a market sell / buy of the impact notional.
-
-    Walks the book level by level, best first, through its public `depth`. A side that cannot
-    fill the notional within `MAX_IMPACT_LEVELS` levels is None, unless `allow_partial`, when
-    it is the average of all its depth (None only if the side is empty).
-    """
-    if impact_notional_atoms <= 0 or atoms_per_tick_lot <= 0:
-        raise ValueError("impact notional and atoms_per_tick_lot must be positive")
-    levels = 16
-    bid: Ratio | None = None
-    ask: Ratio | None = None
-    bid_done = ask_done = False
-    while True:
-        bids, asks = book.depth(levels)
-        if not bid_done:
-            bid, more = _impact_price(bids, impact_notional_atoms, atoms_per_tick_lot, False)
-            bid_done = not more or len(bids) < levels
-        if not ask_done:
-            ask, more = _impact_price(asks, impact_notional_atoms, atoms_per_tick_lot, False)
-            ask_done = not more or len(asks) < levels
-        if (bid_done and ask_done) or levels >= MAX_IMPACT_LEVELS:
-            break
-        levels = min(4 * levels, MAX_IMPACT_LEVELS)
-    if allow_partial:
-        if bid is None:
-            bid, _ = _impact_price(bids, impact_notional_atoms, atoms_per_tick_lot, True)
-        if ask is None:
-            ask, _ = _impact_price(asks, impact_notional_atoms, atoms_per_tick_lot, True)
-    return bid, ask
-
-
-def premium_e8(impact_bid: Ratio, impact_ask: Ratio, index_ticks: int) -> int:
-    """P = [max(0, bid − index) − max(0, index − ask)] / index in 1e-8, truncated toward zero.
-
-    At most one term is non-zero for a bid below the ask; for a crossed pair (bid ≥ ask) both
-    may be, and the formula is applied as written.
-    """
-    if index_ticks <= 0:
-        raise ValueError(f"index {index_ticks} ticks is not positive")
-    (bid_num, bid_den), (ask_num, ask_den) = impact_bid, impact_ask
-    if bid_den <= 0 or ask_den <= 0:
-        raise ValueError("impact price denominators must be positive")
-    over_num = max(0, bid_num - index_ticks * bid_den)  # (bid − index) × bid_den, if > 0
-    under_num = max(0, index_ticks * ask_den - ask_num)  # (index − ask) × ask_den, if > 0
-    numerator = (over_num * ask_den - under_num * bid_den) * FUNDING_RATE_SCALE
-    # Truncated toward zero: a premium and a discount of the same size round alike, and the
-    # sample never claims more premium than the book shows.
-    return div(numerator, bid_den * ask_den * index_ticks, Rounding.TRUNC)
-
-
-def sample_premium_e8(
-    book: DepthSource | None,
-    index_ticks: int | None,
-    impact_notional_atoms: int,
-    atoms_per_tick_lot: int,
-    shortfall: ImpactShortfall = ImpactShortfall.SKIP,
-) -> int | None:
-    """The premium sample a grid point records, clamped to ±100 %; None = the point is skipped
-    (no index, no book, or a side that cannot give an impact price)."""
-    if book is None or index_ticks is None or index_ticks <= 0:
-        return None
-    bid, ask = impact_prices(
-        book,
-        impact_notional_atoms,
-        atoms_per_tick_lot,
-        allow_partial=shortfall is ImpactShortfall.PARTIAL,
-    )
-    if bid is None or ask is None:
-        return None
-    sample = premium_e8(bid, ask, index_ticks)
-    return min(max(sample, -MAX_SAMPLE_PREMIUM_E8), MAX_SAMPLE_PREMIUM_E8)
-
-
-def funding_rate_e8(average_premium_e8: int, config: FundingConfig) -> int:
-    """F = P̄ + clamp(I − P̄, −clamp, +clamp), then bounded to [floor, cap] (MECHANICS.md §1.7)."""
-    interest_gap_e8 = config.interest_e8 - average_premium_e8
-    bounded_gap_e8 = min(max(interest_gap_e8, -config.clamp_e8), config.clamp_e8)
-    rate = average_premium_e8 + bounded_gap_e8
-    return min(max(rate, config.floor_e8), config.cap_e8)
-
-
-# -- settlement -----------------------------------------------------------------------------
-
-
-class FundingSettlement(msgspec.Struct, frozen=True, array_like=True):
-    """One funding time reached: every open position pays |size| × mark × rate_e8 / (1e8 ×
-    rate_divisor) (a positive rate: longs pay). `premium_e8` is P̄ and `samples` the count of
-    premium samples it averaged (0: none, P̄ = 0)."""
-
-    time_ns: int
-    rate_e8: int
-    rate_divisor: int
-    premium_e8: int
-    samples: int
-
-
-def _check_payment_inputs(
-    mark_ticks: int, atoms_per_tick_lot: int, rate_e8: int, rate_divisor: int
-) -> None:
-    if not _is_int(mark_ticks) or mark_ticks <= 0:
-        raise ValueError(f"mark {mark_ticks!r} ticks must be a positive int")
-    if not _is_int(atoms_per_tick_lot) or atoms_per_tick_lot <= 0:
-        raise ValueError("atoms_per_tick_lot must be a positive int")
-    if mark_ticks * atoms_per_tick_lot > NOTIONAL_BOUND_ATOMS:
-        raise ValueError("one lot at this mark exceeds the 2^60-atom notional bound")
-    if not _is_int(rate_e8) or abs(rate_e8) > MAX_RATE_E8:
-        raise ValueError(f"funding rate {rate_e8!r} must be an int within ±1e8")
-    if not _is_int(rate_divisor) or not 1 <= rate_divisor <= MAX_RATE_DIVISOR:
-        raise ValueError(f"rate_divisor {rate_divisor!r} must be in [1, {MAX_RATE_DIVISOR}]")
-
-
-def funding_payments_scalar(
-    size_lots: Sequence[int],
-    mark_ticks: int,
-    atoms_per_tick_lot: int,
-    rate_e8: int,
-    rate_divisor: int = 1,
-) -> tuple[list[int], int]:
-    """The specification of `funding_payments`, in plain ints: (payments, dust).
-
-    payment = size × mark × k × rate / (1e8 × rate_divisor), positive = the position pays.
-    """
-    _check_payment_inputs(mark_ticks, atoms_per_tick_lot, rate_e8, rate_divisor)
-    if sum(size_lots) != 0:
-        raise ValueError("funding needs every open position of the symbol: sizes must net to 0")
-    notional_per_lot_atoms = mark_ticks * atoms_per_tick_lot
-    for size in size_lots:
-        if abs(size) * notional_per_lot_atoms > NOTIONAL_BOUND_ATOMS:
-            raise ValueError(f"position of {size} lots exceeds the 2^60-atom notional bound")
-    scale = FUNDING_RATE_SCALE * rate_divisor
-    # CEIL toward the payer: a payer (positive) pays the ceiling, a receiver (negative) gets
-    # the floor of its amount; the surplus is the dust the FUNDING bucket keeps.
-    payments = [
-        div(size * notional_per_lot_atoms * rate_e8, scale, Rounding.CEIL) for size in size_lots
-    ]
-    return payments, sum(payments)
-
-
-def funding_payments(
-    size_lots: npt.NDArray[np.int64],
-    mark_ticks: int,
-    atoms_per_tick_lot: int,
-    rate_e8: int,
-    rate_divisor: int = 1,
-) -> tuple[npt.NDArray[np.int64], int]:
-    """Every position's funding in one vector pass: (payment_atoms, dust_atoms).
-
-    `size_lots` holds every open position of the symbol (signed; they must net to zero);
-    payment = ceil(size × mark × k × rate / (1e8 × rate_divisor)): positive = the position
-    pays. dust = Σ payments, 0 ≤ dust < len(size_lots), goes to the FUNDING bucket.
-
-    int64 bound: |size| × mark × k ≤ 2^60 (checked; the market compiler proves it for any
-    position it accepts). With S = 1e8 × rate_divisor ≤ 2.4e9 and |rate| ≤ 1e8, the product
-    n × rate (up to 2^87) is never formed: n = q·S + r (0 ≤ r < S), so
-    n × rate / S = q × rate + r × rate / S, where |q × rate| ≤ 2^60 + 1e8 and
-    |r × rate| < S × 1e8 ≤ 2.4e17, both far below 2^63.
-    """
-    _check_payment_inputs(mark_ticks, atoms_per_tick_lot, rate_e8, rate_divisor)
-    sizes = np.asarray(size_lots)
-    if sizes.dtype != np.int64 or sizes.ndim != 1:
-        raise ValueError("size_lots must be a 1-d int64 array")
-    count = int(sizes.shape[0])
-    if count == 0:
-        return np.zeros(0, dtype=np.int64), 0
-    if int(sizes.min()) == _INT64_MIN:
-        raise ValueError("size_lots holds int64 min")
-    max_abs_lots = int(np.abs(sizes).max())
-    notional_per_lot_atoms = mark_ticks * atoms_per_tick_lot
-    if max_abs_lots * notional_per_lot_atoms > NOTIONAL_BOUND_ATOMS:
-        raise ValueError(f"a position of {max_abs_lots} lots exceeds the 2^60-atom bound")
-    if max_abs_lots * count < _INT64_SAFE:
-        net_lots = int(sizes.sum())
-    else:
-        net_lots = sum(int(x) for x in sizes.tolist())
-    if net_lots != 0:
-        raise ValueError("funding needs every open position of the symbol: sizes must net to 0")
-    scale = np.int64(FUNDING_RATE_SCALE * rate_divisor)
-    rate = np.int64(rate_e8)
-    notional_atoms = sizes * np.int64(notional_per_lot_atoms)  # |.| <= 2^60, signed
-    quotient = np.floor_divide(notional_atoms, scale)
-    remainder = notional_atoms - quotient * scale  # in [0, scale)
-    # CEIL toward the payer (see funding_payments_scalar): ceil(a / s) = -floor(-a / s).
-    payments = quotient * rate - np.floor_divide(-(remainder * rate), scale)
-    max_abs_payment = int(np.abs(payments).max())
-    if max_abs_payment * count < _INT64_SAFE:
-        dust_atoms = int(payments.sum())
-    else:
-        dust_atoms = sum(int(x) for x in payments.tolist())
-    assert 0 <= dust_atoms < count, f"funding dust {dust_atoms} out of [0, {count})"
-    return payments, dust_atoms
-
-
-# -- history --------------------------------------------------------------------------------
-
-
-def _is_leap(year: int) -> bool:
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-
-
-_MONTH_DAYS: Final = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def format_utc(time_ns: int) -> str:
-    """'2021-01-01T08:00:00Z' for a whole second, with the ns appended otherwise.
-
-    Plain calendar arithmetic (the core may not import datetime, the clock's module); only
-    error messages use it, so stepping a year at a time from 1970 is fast enough.
-    """
-    # FLOOR: times before 1970 belong to the day that started before them.
-    days = div(time_ns, 86_400 * NS_PER_SECOND, Rounding.FLOOR)
-    rest_ns = time_ns - days * 86_400 * NS_PER_SECOND
-    year = 1970
-    while days < 0:
-        year -= 1
-        days += 366 if _is_leap(year) else 365
-    while days >= (366 if _is_leap(year) else 365):
-        days -= 366 if _is_leap(year) else 365
-        year += 1
-    month = 1
-    for month_days in _MONTH_DAYS:
-        length = month_days + (1 if month == 2 and _is_leap(year) else 0)
-        if days < length:
-            break
-        days -= length
-        month += 1
-    # FLOOR on a non-negative time of day: whole hours, minutes and seconds elapsed.
-    day_seconds = div(rest_ns, NS_PER_SECOND, Rounding.FLOOR)
-    ns = rest_ns - day_seconds * NS_PER_SECOND
-    hours = div(day_seconds, 3_600, Rounding.FLOOR)
-    minutes = div(day_seconds - hours * 3_600, 60, Rounding.FLOOR)
-    seconds = day_seconds - hours * 3_600 - minutes * 60
-    text = f"{year:04d}-{month:02d}-{days + 1:02d}T{hours:02d}:{minutes:02d}:{seconds:02d}"
-    return f"{text}.{ns:09d}Z" if ns else f"{text}Z"
-
-
-class FundingRateMissing(LookupError):
-    """A settlement time the history does not hold (replay needs an exact match)."""
-
-
-class FundingSchedule:
-    """Realised funding rates by settlement time, for replaying history (see perpex.history).
-
-    `rate_at(time_ns)` needs an exact match: a time the history does not hold raises
-    `FundingRateMissing`, naming the time and the covered range, rather than guessing.
-    """
-
-    __slots__ = ("_rates", "_times")
-
-    def __init__(self, history: Iterable[tuple[int, int]]) -> None:
-        times: list[int] = []
-        rates: list[int] = []
-        for time_ns, rate_e8 in history:
-            if len(times) >= MAX_SCHEDULE_RATES:
-                raise ValueError(f"a funding history holds at most {MAX_SCHEDULE_RATES} rates")
-            if not _is_int(time_ns) or not _is_int(rate_e8):
-                raise ValueError(f"funding history rows are (int, int), got {time_ns!r}")
-            if times and time_ns <= times[-1]:
-                raise ValueError(
-                    f"funding history out of order at {format_utc(time_ns)} "
-                    f"(after {format_utc(times[-1])})"
-                )
-            if abs(rate_e8) > MAX_RATE_E8:
-                raise ValueError(f"funding rate {rate_e8} at {format_utc(time_ns)} beyond ±100 %")
-            times.append(time_ns)
-            rates.append(rate_e8)
-        if not times:
-            raise ValueError("a funding history needs at least one rate")
-        self._times = tuple(times)
-        self._rates = tuple(rates)
-
-    def __len__(self) -> int:
-        return len(self._times)
-
-    @property
-    def first_ns(self) -> int:
-        return self._times[0]
-
-    @property
-    def last_ns(self) -> int:
-        return self._times[-1]
-
-    def get(self, time_ns: int) -> int | None:
-        i = bisect.bisect_left(self._times, time_ns)
-        if i < len(self._times) and self._times[i] == time_ns:
-            return self._rates[i]
-        return None
-
-    def rate_at(self, time_ns: int) -> int:
-        rate = self.get(time_ns)
-        if rate is None:
-            raise FundingRateMissing(
-                f"no funding rate at {format_utc(time_ns)} in the history "
-                f"({format_utc(self.first_ns)} .. {format_utc(self.last_ns)}, {len(self)} rates)"
-            )
-        return rate
-
-    def between(self, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
-        """(time, rate) of every settlement with start <= time <= end, in time order."""
-        lo = bisect.bisect_left(self._times, start_ns)
-        hi = bisect.bisect_right(self._times, end_ns)
-        return list(zip(self._times[lo:hi], self._rates[lo:hi], strict=True))
-
-
-# -- state ----------------------------------------------------------------------------------
 
 
 class FundingState:
@@ -619,11 +173,11 @@ class FundingState:
         start_ns: int,
         schedule: FundingSchedule | None = None,
     ) -> None:
-        if not _is_int(impact_notional_atoms) or impact_notional_atoms <= 0:
+        if not is_int(impact_notional_atoms) or impact_notional_atoms <= 0:
             raise ValueError("impact_notional_atoms must be a positive int")
-        if not _is_int(atoms_per_tick_lot) or atoms_per_tick_lot <= 0:
+        if not is_int(atoms_per_tick_lot) or atoms_per_tick_lot <= 0:
             raise ValueError("atoms_per_tick_lot must be a positive int")
-        if not _is_int(start_ns) or start_ns < 0:
+        if not is_int(start_ns) or start_ns < 0:
             raise ValueError(f"start_ns {start_ns!r} must be an int >= 0")
         if schedule is not None and config.hourly_split:
             raise ValueError("a funding schedule charges its own rates; hourly_split must be off")
@@ -728,7 +282,7 @@ class FundingState:
     def on_premium(self, now_ns: int, premium_e8: int | None) -> None:
         """`on_sample` with the premium already computed (None: the points are skipped)."""
         if premium_e8 is not None:
-            if not _is_int(premium_e8):
+            if not is_int(premium_e8):
                 raise ValueError(f"premium {premium_e8!r} must be an int")
             premium_e8 = min(max(premium_e8, -MAX_SAMPLE_PREMIUM_E8), MAX_SAMPLE_PREMIUM_E8)
         self._sample_until(now_ns, lambda: premium_e8)
@@ -795,7 +349,7 @@ class FundingState:
         return settlements
 
     def _check_clock(self, now_ns: int) -> None:
-        if not _is_int(now_ns):
+        if not is_int(now_ns):
             raise ValueError(f"time {now_ns!r} must be an int")
         # FLOOR: the grid point at or before now.
         if div(now_ns, self.config.sample_interval_ns, Rounding.FLOOR) < self._last_point:
@@ -855,9 +409,9 @@ class FundingState:
             raise ValueError(f"a funding record has 7 fields, got {len(record)}")
         next_ns, last_point, weighted, weights, count, last_rate, last_settled = record
         for value in (next_ns, last_point, weighted, weights, count, last_rate):
-            if not _is_int(value):
+            if not is_int(value):
                 raise ValueError(f"funding record field {value!r} is not an int")
-        if last_settled is not None and not _is_int(last_settled):
+        if last_settled is not None and not is_int(last_settled):
             raise ValueError(f"funding record last settlement {last_settled!r} is not an int")
         period_ns = config.period_ns
         sample_ns = config.sample_interval_ns
@@ -889,12 +443,6 @@ class FundingState:
         state._last_rate_e8 = last_rate
         state._last_settlement_ns = last_settled
         return state
-
-
-def impact_notional_atoms(config: FundingConfig, spec: MarketSpec) -> int:
-    """Impact margin / initial margin rate at max leverage = impact margin × max leverage
-    (MECHANICS.md §1.7: 200 USDT at 125x = 25,000 USDT for BTCUSDT)."""
-    return config.impact_margin_atoms * spec.max_leverage
 
 
 __all__ = [

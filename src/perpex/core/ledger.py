@@ -3,14 +3,15 @@
 Units: money in atoms. The system buckets are EXTERNAL (deposits and withdrawals: minus what
 the world has put in), FEES, INSURANCE, FUNDING and SETTLEMENT (the clearing account of
 realized PnL: it holds minus the open cost basis of all positions). Traders' cross wallets and
-isolated margins are buckets owned by the engine's account objects. The sum over all buckets is
-zero after every transfer, by construction, and the invariant checker recomputes it.
+isolated margins are buckets owned by the account records (`perpex.core.records`). The sum over
+all buckets is zero after every transfer, by construction, and the invariant checker
+recomputes it.
 
 INSURANCE holds the money of every insurance fund. With funds per symbol
-(`LiquidationConfig.fund_symbols`) the liquidator keeps each fund's share of it
-(`Liquidator.pots`) and moves the share with every transfer in or out of the bucket; the shares
-sum to the bucket (`Liquidator.check`). The ledger itself knows one bucket, so conservation and
-the layout of the state do not depend on how many funds there are.
+(`LiquidationConfig.fund_symbols`) `insurance.InsuranceFunds` keeps each fund's share of it and
+moves the share with every transfer in or out of the bucket; the shares sum to the bucket
+(`InsuranceFunds.check`). The ledger itself knows one bucket, so conservation and the layout of
+the state do not depend on how many funds there are.
 
 A bucket may name its owner (the account whose wallet or isolated margin it is). Every transfer
 records the owners it touched in `Ledger.touched`, so the risk screen's NumPy mirror of the

@@ -63,6 +63,8 @@ class Reason(enum.IntEnum):
     TOO_MANY_STOP_ORDERS = 115
     INVALID_EXIT_LADDER = 116
     EXIT_LADDER_EXISTS = 117
+    # The money on the exchange would pass what its state can store (`store.MAX_TOTAL_ATOMS`).
+    TOTAL_DEPOSITS_LIMIT = 118
 
 
 class OrderType(enum.IntEnum):
@@ -126,6 +128,55 @@ class FundReason(enum.IntEnum):
     DEPOSIT = 4  # money from outside (`DepositInsurance`)
 
 
+# -- shared shapes ---------------------------------------------------------------------------
+# The field groups that several messages begin with. A message class names its kind first
+# (`Command` or `Event`: the tag, which is the class name, and the array form) and at most one
+# shape second. msgspec lays fields out base first, in declaration order, so a message's wire
+# form is the shape's fields followed by its own: byte for byte what it was when every class
+# spelled its fields out, and journals written then decode unchanged.
+
+
+class _AccountSymbol(msgspec.Struct, frozen=True):
+    account: str
+    symbol: str
+
+
+class _OrderOf(msgspec.Struct, frozen=True):
+    order_id: int  # book orders and conditional orders share one counter
+    account: str
+    symbol: str
+
+
+class _Transfer(msgspec.Struct, frozen=True):
+    account: str
+    amount_atoms: int
+
+
+class _TransferDone(_Transfer, frozen=True):
+    wallet_atoms: int  # the cross wallet after the transfer
+
+
+class _Leverage(_AccountSymbol, frozen=True):
+    leverage: int
+
+
+class _MarginMode(_AccountSymbol, frozen=True):
+    isolated: bool
+
+
+class _IsolatedMarginDelta(_AccountSymbol, frozen=True):
+    delta_atoms: int  # > 0 adds from the cross wallet, < 0 returns to it
+
+
+class _Index(msgspec.Struct, frozen=True):
+    symbol: str
+    index_ticks: int
+
+
+class _Prices(_Index, frozen=True):
+    mark_ticks: int
+
+
 # -- commands --------------------------------------------------------------------------------
 
 
@@ -133,37 +184,28 @@ class Command(msgspec.Struct, frozen=True, tag=True, array_like=True):
     pass
 
 
-class Deposit(Command, frozen=True):
-    account: str
-    amount_atoms: int
+class Deposit(Command, _Transfer, frozen=True):
+    """Money from outside into an account's cross wallet."""
 
 
-class Withdraw(Command, frozen=True):
-    account: str
-    amount_atoms: int
+class Withdraw(Command, _Transfer, frozen=True):
+    """Money from an account's cross wallet to the outside."""
 
 
-class SetLeverage(Command, frozen=True):
-    account: str
-    symbol: str
-    leverage: int
+class SetLeverage(Command, _Leverage, frozen=True):
+    """The leverage of an account's position in a symbol (its initial margin rate)."""
 
 
-class SetMarginMode(Command, frozen=True):
-    account: str
-    symbol: str
-    isolated: bool
+class SetMarginMode(Command, _MarginMode, frozen=True):
+    """Isolated or cross margin for an account's position in a symbol."""
 
 
-class AdjustIsolatedMargin(Command, frozen=True):
-    account: str
-    symbol: str
-    delta_atoms: int  # > 0 adds from the cross wallet, < 0 returns to it
+class AdjustIsolatedMargin(Command, _IsolatedMarginDelta, frozen=True):
+    """Money between the cross wallet and an isolated position's margin."""
 
 
-class UpdateIndex(Command, frozen=True):
-    symbol: str
-    index_ticks: int
+class UpdateIndex(Command, _Index, frozen=True):
+    """An index price, given directly (the oracle's sources bypassed)."""
 
 
 class UpdateSources(Command, frozen=True):
@@ -173,9 +215,7 @@ class UpdateSources(Command, frozen=True):
     quotes: tuple[tuple[str, int], ...]  # (source name, price in ticks), names unique
 
 
-class PlaceOrder(Command, frozen=True):
-    account: str
-    symbol: str
+class PlaceOrder(Command, _AccountSymbol, frozen=True):
     side: int
     order_type: OrderType
     time_in_force: TimeInForce
@@ -190,20 +230,16 @@ class PlaceOrder(Command, frozen=True):
     protection_working_type: WorkingType = WorkingType.MARK_PRICE
 
 
-class CancelOrder(Command, frozen=True):
+class CancelOrder(Command, _AccountSymbol, frozen=True):
     """Cancels an open order or an open conditional order (ids never collide)."""
 
-    account: str
-    symbol: str
     order_id: int | None = None
     client_order_id: str | None = None
 
 
-class PlaceConditionalOrder(Command, frozen=True):
+class PlaceConditionalOrder(Command, _AccountSymbol, frozen=True):
     """A stop, take-profit or trailing stop, resting outside the book until it fires."""
 
-    account: str
-    symbol: str
     side: int
     kind: ConditionalKind
     working_type: WorkingType
@@ -218,12 +254,10 @@ class PlaceConditionalOrder(Command, frozen=True):
     activation_price_ticks: int | None = None  # trailing stop only
 
 
-class PlaceExitLadder(Command, frozen=True):
+class PlaceExitLadder(Command, _AccountSymbol, frozen=True):
     """Scale out of a position: reduce-only take-profits for parts of it and a close-position
     stop that moves to break-even (and optionally becomes a trailing stop) as targets fill."""
 
-    account: str
-    symbol: str
     targets: tuple[tuple[int, int], ...]  # (trigger price in ticks, fraction in ppm), in order
     stop_price_ticks: int
     move_stop_to_entry_after: int = 1  # targets filled before the stop moves; 0 = never
@@ -277,58 +311,41 @@ class Event(msgspec.Struct, frozen=True, tag=True, array_like=True):
     pass
 
 
-class Deposited(Event, frozen=True):
-    account: str
-    amount_atoms: int
-    wallet_atoms: int
+class Deposited(Event, _TransferDone, frozen=True):
+    """A `Deposit` booked: `wallet_atoms` is the cross wallet after it."""
 
 
-class Withdrawn(Event, frozen=True):
-    account: str
-    amount_atoms: int
-    wallet_atoms: int
+class Withdrawn(Event, _TransferDone, frozen=True):
+    """A `Withdraw` booked: `wallet_atoms` is the cross wallet after it."""
 
 
-class RequestRejected(Event, frozen=True):
+class RequestRejected(Event, _AccountSymbol, frozen=True):
     """A non-order command the engine refused; nothing changed."""
 
-    account: str
-    symbol: str
     reason: Reason
 
 
-class LeverageChanged(Event, frozen=True):
-    account: str
-    symbol: str
-    leverage: int
+class LeverageChanged(Event, _Leverage, frozen=True):
+    """A `SetLeverage` applied."""
 
 
-class MarginModeChanged(Event, frozen=True):
-    account: str
-    symbol: str
-    isolated: bool
+class MarginModeChanged(Event, _MarginMode, frozen=True):
+    """A `SetMarginMode` applied."""
 
 
-class IsolatedMarginChanged(Event, frozen=True):
-    account: str
-    symbol: str
-    delta_atoms: int
+class IsolatedMarginChanged(Event, _IsolatedMarginDelta, frozen=True):
+    """An `AdjustIsolatedMargin` applied: the position's isolated margin after it."""
+
     isolated_margin_atoms: int
 
 
-class IndexUpdated(Event, frozen=True):
-    symbol: str
-    index_ticks: int
-    mark_ticks: int
+class IndexUpdated(Event, _Prices, frozen=True):
+    """A new index (from `UpdateIndex` or `UpdateSources`) and the mark it gave."""
 
 
-class MarkPriceUpdated(Event, frozen=True):
+class MarkPriceUpdated(Event, _Prices, frozen=True):
     """The mark moved without an index update: the clock (basis samples, time to funding) or
     trades (the last price is one of the three candidates) moved it."""
-
-    symbol: str
-    index_ticks: int
-    mark_ticks: int
 
 
 class FundingSettled(Event, frozen=True):
@@ -344,9 +361,7 @@ class FundingSettled(Event, frozen=True):
     dust_atoms: int
 
 
-class FundingPaid(Event, frozen=True):
-    account: str
-    symbol: str
+class FundingPaid(Event, _AccountSymbol, frozen=True):
     time_ns: int
     payment_atoms: int  # > 0 paid, < 0 received
     rate_e8: int
@@ -358,10 +373,7 @@ class ClockAdvanced(Event, frozen=True):
     ts_ns: int
 
 
-class OrderAccepted(Event, frozen=True):
-    order_id: int
-    account: str
-    symbol: str
+class OrderAccepted(Event, _OrderOf, frozen=True):
     side: int
     order_type: OrderType
     time_in_force: TimeInForce
@@ -371,9 +383,7 @@ class OrderAccepted(Event, frozen=True):
     client_order_id: str | None
 
 
-class OrderRejected(Event, frozen=True):
-    account: str
-    symbol: str
+class OrderRejected(Event, _AccountSymbol, frozen=True):
     client_order_id: str | None
     reason: Reason
 
@@ -395,29 +405,22 @@ class TradeExecuted(Event, frozen=True):
     liquidation: bool = False  # the taker is a liquidation order (Binance's forceOrder stream)
 
 
-class OrderCanceled(Event, frozen=True):
+class OrderCanceled(Event, _OrderOf, frozen=True):
     """An order left the book (or never rested) with `remaining_lots` unfilled."""
 
-    order_id: int
-    account: str
-    symbol: str
     remaining_lots: int
     reason: EndReason
 
 
-class PositionChanged(Event, frozen=True):
-    account: str
-    symbol: str
+class PositionChanged(Event, _AccountSymbol, frozen=True):
     size_lots: int
     cost_atoms: int
     isolated_margin_atoms: int
 
 
-class LiquidationTriggered(Event, frozen=True):
+class LiquidationTriggered(Event, _AccountSymbol, frozen=True):
     """A position (isolated) or a cross account reached its maintenance margin at the mark."""
 
-    account: str
-    symbol: str
     isolated: bool
     margin_balance_atoms: int  # isolated margin + uPnL, or cross wallet + cross uPnL
     maint_margin_atoms: int  # of the position, or the sum over the cross positions
@@ -443,19 +446,15 @@ class AutoDeleveraged(Event, frozen=True):
     price_ticks: int
 
 
-class MarginCall(Event, frozen=True):
-    """The margin ratio (MM / margin balance) crossed the warning level on a mark change."""
+class MarginCall(Event, _AccountSymbol, frozen=True):
+    """The margin ratio (MM / margin balance) crossed the warning level on a mark change.
+    `symbol` is the position's (isolated), or the one whose mark moved (cross)."""
 
-    account: str
-    symbol: str  # the position's symbol (isolated), or the symbol whose mark moved (cross)
     margin_ratio_ppm: int
     isolated: bool
 
 
-class ConditionalOrderAccepted(Event, frozen=True):
-    order_id: int  # from the same counter as book orders: the ids never collide
-    account: str
-    symbol: str
+class ConditionalOrderAccepted(Event, _OrderOf, frozen=True):
     side: int
     kind: ConditionalKind
     working_type: WorkingType
@@ -471,38 +470,28 @@ class ConditionalOrderAccepted(Event, frozen=True):
     oco_group: int | None  # members of one group: the first to fire cancels the others
 
 
-class ConditionalOrderTriggered(Event, frozen=True):
+class ConditionalOrderTriggered(Event, _OrderOf, frozen=True):
     """A conditional order fired at `price_ticks` (of its working type) and placed an order;
     `placed_order_id` is None when that order was refused (an `OrderRejected` follows)."""
 
-    order_id: int
-    account: str
-    symbol: str
     kind: ConditionalKind
     working_type: WorkingType
     price_ticks: int
     placed_order_id: int | None
 
 
-class ConditionalOrderCanceled(Event, frozen=True):
-    order_id: int
-    account: str
-    symbol: str
+class ConditionalOrderCanceled(Event, _OrderOf, frozen=True):
     reason: ConditionalEndReason
 
 
-class ExitLadderPlaced(Event, frozen=True):
-    account: str
-    symbol: str
+class ExitLadderPlaced(Event, _AccountSymbol, frozen=True):
     target_order_ids: tuple[int, ...]  # in target order
     stop_order_id: int
 
 
-class ExitLadderStopMoved(Event, frozen=True):
+class ExitLadderStopMoved(Event, _AccountSymbol, frozen=True):
     """The ladder's stop was replaced: to break-even, or by a trailing stop."""
 
-    account: str
-    symbol: str
     old_order_id: int
     new_order_id: int
     targets_filled: int

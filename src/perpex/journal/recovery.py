@@ -45,6 +45,7 @@ from perpex.journal.store import (
     JournalStore,
     Meta,
 )
+from perpex.version import __version__
 
 if TYPE_CHECKING:
     from perpex.core.funding import FundingConfig
@@ -69,10 +70,8 @@ _state_decoder: Final = msgspec.msgpack.Decoder(_State)
 
 def engine_version() -> str:
     """What must match for a journal to replay to the same state (code, snapshot layout)."""
-    import perpex  # late: perpex/__init__ imports the facade, which imports this package
-
     return (
-        f"perpex {perpex.__version__}; engine snapshot v{SNAPSHOT_VERSION}; "
+        f"perpex {__version__}; engine snapshot v{SNAPSHOT_VERSION}; "
         f"journal v{FORMAT_VERSION}"
     )
 

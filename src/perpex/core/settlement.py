@@ -1,0 +1,219 @@
+"""Settlement: fills to positions, realized PnL, fees, and the margin they reserve and release.
+
+Units: prices in ticks, sizes in lots, money in atoms, rates in ppm; k = atoms_per_tick_lot.
+Rounding in favour of the exchange: fees up, the closed part's cost basis up (realized PnL
+rounds against the trader), an isolated position's released margin down. Realized PnL moves
+through the ledger's SETTLEMENT bucket, which holds minus the open cost basis of all positions.
+
+This is the engine's hot path (every fill of every order): the helpers are inlined where they
+run per fill, and each inlined copy names the function it copies.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from perpex.core.book import BUY, Fill
+from perpex.core.markets import MarketSpec
+from perpex.core.messages import Event, PositionChanged, TradeExecuted
+from perpex.core.records import Account, MarketState, Order, Position, unregister
+from perpex.core.store import Store
+from perpex.core.units import PPM, Rounding, div
+
+_CEIL: Final = Rounding.CEIL
+_FLOOR: Final = Rounding.FLOOR
+
+
+def settle_match(
+    state: Store,
+    market: MarketState,
+    taker_acct: Account,
+    taker_pos: Position,
+    taker: Order,
+    fills: list[Fill],
+    events: list[Event],
+    touched: dict[str, Account],
+    *,
+    taker_fee_ppm: int | None = None,  # a liquidation order pays none
+    liquidation: bool = False,
+    sizes_before: dict[str, int] | None = None,  # filled in: each maker's size before
+) -> None:
+    """Settle the fills of one taker order: both sides' orders, fees, positions, trades."""
+    spec = market.spec
+    symbol = spec.symbol
+    k = spec.atoms_per_tick_lot
+    ledger = state.ledger
+    accounts = state.accounts
+    taker_ppm = spec.taker_fee_ppm if taker_fee_ppm is None else taker_fee_ppm
+    maker_ppm = spec.maker_fee_ppm
+    side = taker.side
+    taker_name = taker_acct.name
+    for maker, lots, price in fills:
+        assert isinstance(maker, Order)
+        notional = price * lots * k
+        maker_name = maker.account
+        maker_acct = accounts[maker_name]
+        maker_pos = maker_acct.positions[symbol]
+        if sizes_before is not None and maker_name not in sizes_before:
+            sizes_before[maker_name] = maker_pos.size_lots
+        touched[maker_name] = maker_acct
+        # the maker's order: the book already took `lots` off its remaining
+        consume(maker_acct, maker_pos, maker, lots, price, maker.remaining_lots + lots)
+        # the taker's order
+        consume(taker_acct, taker_pos, taker, lots, price, taker.remaining_lots)
+        taker.remaining_lots -= lots
+        # Fees first: an isolated position pays from its own margin, and a fill that closes
+        # it then releases what is left, so no fee residue stays behind in the bucket.
+        # Rounded up, i.e. div(..., CEIL) inlined: -(-a // b) is the ceiling for b > 0.
+        taker_fee = -(-(notional * taker_ppm) // PPM)
+        maker_fee = -(-(notional * maker_ppm) // PPM)
+        if taker_fee:
+            ledger.transfer(
+                taker_pos.margin if taker_pos.isolated else taker_acct.wallet,
+                ledger.fees,
+                taker_fee,
+            )
+        if maker_fee:
+            ledger.transfer(
+                maker_pos.margin if maker_pos.isolated else maker_acct.wallet,
+                ledger.fees,
+                maker_fee,
+            )
+        taker_pnl = settle_fill(state, taker_acct, taker_pos, spec, side, lots, price)
+        maker_pnl = settle_fill(state, maker_acct, maker_pos, spec, -side, lots, price)
+        trade_id = state.next_trade_id
+        state.next_trade_id = trade_id + 1
+        market.last_trade_ticks = price
+        events.append(
+            TradeExecuted(
+                symbol,
+                trade_id,
+                price,
+                lots,
+                side,
+                taker.order_id,
+                maker.order_id,
+                taker_name,
+                maker_name,
+                taker_fee,
+                maker_fee,
+                taker_pnl,
+                maker_pnl,
+                liquidation,
+            )
+        )
+        events.append(
+            PositionChanged(
+                maker_name,
+                symbol,
+                maker_pos.size_lots,
+                maker_pos.cost_atoms,
+                maker_pos.margin.balance,
+            )
+        )
+        if maker.remaining_lots == 0:
+            unregister(maker_acct, maker_pos, maker)
+    events.append(
+        PositionChanged(
+            taker_name,
+            symbol,
+            taker_pos.size_lots,
+            taker_pos.cost_atoms,
+            taker_pos.margin.balance,
+        )
+    )
+    if taker.remaining_lots == 0:
+        unregister(taker_acct, taker_pos, taker)
+
+
+def consume(acct: Account, pos: Position, order: Order, lots: int, price: int, before: int) -> None:
+    """Book a fill of `lots` against an order that had `before` lots left: its open lots and
+    its share of the order margin go."""
+    order.filled_lots += lots
+    order.filled_quote_ticks += lots * price
+    if order.side == BUY:
+        pos.open_buy_lots -= lots
+    else:
+        pos.open_sell_lots -= lots
+    if order.reserved_atoms:
+        if lots == before:  # filled: `unregister` follows
+            release = order.reserved_atoms
+        else:
+            release = order.reserved_atoms * lots // before  # floor, as div(..., FLOOR)
+            # what is left is a share of the old margin, not the re-priced one
+            margin_orders = pos.margin_buys if order.side == BUY else pos.margin_sells
+            margin_orders.unpriced[order.order_id] = order
+        order.reserved_atoms -= release
+        acct.reserved_atoms -= release
+
+
+def settle_fill(
+    state: Store,
+    acct: Account,
+    pos: Position,
+    spec: MarketSpec,
+    side: int,
+    lots: int,
+    price: int,
+) -> int:
+    """Net one fill into the position; returns the realized PnL in atoms."""
+    k = spec.atoms_per_tick_lot
+    ledger = state.ledger
+    size = pos.size_lots
+    realized = 0
+    open_lots = lots
+    if size * side < 0:  # closes (some of) the position
+        held = -size if size < 0 else size
+        close = lots if lots < held else held
+        # The closed part's cost basis, rounded up: realized PnL rounds against the trader.
+        # (div(..., CEIL) inlined: held > 0.)
+        part_cost = pos.cost_atoms if close == held else -(-(pos.cost_atoms * close) // held)
+        realized = -side * close * price * k - part_cost  # -side: the sign of the position
+        pos.size_lots = size + side * close
+        pos.cost_atoms -= part_cost
+        open_lots = lots - close
+        if pos.isolated:
+            margin = pos.margin
+            ledger.transfer(ledger.settlement, margin, realized)
+            if close == held:
+                release = margin.balance
+            else:
+                release = div(margin.balance * close, held, _FLOOR) if margin.balance > 0 else 0
+            if release:
+                ledger.transfer(margin, acct.wallet, release)
+        elif realized:
+            ledger.transfer(ledger.settlement, acct.wallet, realized)
+    if open_lots:
+        notional = open_lots * price * k
+        pos.size_lots += side * open_lots
+        pos.cost_atoms += side * notional
+        if pos.isolated:
+            ledger.transfer(acct.wallet, pos.margin, div(notional, pos.leverage, _CEIL))
+    size_after = pos.size_lots
+    if not size or not size_after:  # opened from flat or closed to flat
+        update_holder(state, acct.name, pos)
+    elif size * size_after < 0:  # flipped through zero in this one fill
+        state.on_position_flat(acct.name, pos.symbol)  # old-side stops go
+    ledger.touched.add(acct.name)  # the risk mirror refreshes this account (risk.py)
+    return realized
+
+
+def update_holder(state: Store, account: str, pos: Position) -> None:
+    """Keep the holder index of the position's symbol (who the risk pass screens)."""
+    if pos.size_lots:
+        state.holders[pos.symbol].add(account)
+    else:
+        state.holders[pos.symbol].discard(account)
+        state.on_position_flat(account, pos.symbol)  # its stops go too
+
+
+def cover_flat_deficit(state: Store, acct: Account, symbol: str, events: list[Event]) -> None:
+    """A flat account whose wallet ended below zero (a resting close filled past bankruptcy,
+    or a few atoms of per-fill rounding): the insurance fund of `symbol` pays the deficit,
+    as much as it holds (non-recourse, DESIGN.md §6 promise 4)."""
+    if any(p.size_lots for p in acct.positions.values()):
+        return  # margin balance, not the wallet, is what must stay >= 0 with positions open
+    state.funds.pay_deficit(acct.wallet, -acct.wallet.balance, acct.name, symbol, events)
+
+
+__all__ = ["consume", "cover_flat_deficit", "settle_fill", "settle_match", "update_holder"]
