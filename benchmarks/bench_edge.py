@@ -18,7 +18,7 @@ makers and 20 takers, 100,000 operations:
 The stream is drawn against the plain book itself (the touch is the plain book's), then checked
 on the engine: every order is accepted and the resting orders of both agree at the end, so the
 three runs do exactly the same work. Each run starts from a fresh, funded exchange (setup not
-timed); one warm-up, then the best of 3 with the cyclic GC off, as the other benchmarks.
+timed); one warm-up, then the best of 3 with the cyclic GC off (`bench_engine.best_of`).
 
 Rows (ratio = rate / plain book rate, measured in the same run, because machines differ):
 
@@ -33,13 +33,11 @@ Rows (ratio = rate / plain book rate, measured in the same run, because machines
 from __future__ import annotations
 
 import bisect
-import gc
 import random
-import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
+from benchmarks.bench_engine import best_of  # one warm-up, best of 3, GC off
 from perpex.core.engine import Engine
 from perpex.core.markets import compile_market
 from perpex.core.messages import (
@@ -58,7 +56,6 @@ from perpex.exchange import Exchange
 
 OPS_COUNT = 100_000
 SEED = 11
-REPETITIONS = 3
 MAKERS = 80
 TAKERS = 20
 LEVERAGE = 10
@@ -309,29 +306,6 @@ def run_driver(ex: Exchange, commands: list[PlaceOrder | CancelOrder]) -> Exchan
     return ex
 
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def best_of(setup: Callable[[], T], body: Callable[[T], R]) -> tuple[float, R]:
-    """(best seconds, result of the last run) over one warm-up and REPETITIONS timed runs."""
-    result = body(setup())
-    best_s = float("inf")
-    gc_was_enabled = gc.isenabled()
-    for _ in range(REPETITIONS):
-        subject = setup()
-        gc.collect()
-        gc.disable()
-        try:
-            start = time.perf_counter()
-            result = body(subject)
-            best_s = min(best_s, time.perf_counter() - start)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-    return best_s, result
-
-
 def check_accepted(commands: list[PlaceOrder | CancelOrder]) -> None:
     """Every order of the stream is accepted by the engine, so all runs do the same work."""
     engine = fresh_engine()
@@ -399,6 +373,6 @@ def run() -> list[dict[str, object]]:
     return rows
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m benchmarks.bench_edge
     for r in run():
         print(f"{r['benchmark']}: {r['value']:,.0f} {r['metric']}, ratio {r['ratio']:.3f}x")

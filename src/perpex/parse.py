@@ -250,38 +250,41 @@ FRACTION_SCALE: Final = UnitScale(Decimal("0.000001"))  # exit-ladder fractions,
 
 
 # -- numbers, with Binance's code for each parameter -------------------------------------------
-def price_ticks(scale: UnitScale, value: object) -> int:
-    """A price in ticks, > 0 (-4013), on the tick (-4014), within the precision (-1111)."""
+# Binance's answer to each way a price or a quantity can fail (too many decimals is -1111 for
+# both; a value that is no number at all is -1013).
+_PRICE_ERRORS: Final = {
+    Failure.OFF_GRID: (-4014, "Price not increased by tick size."),
+    Failure.NOT_POSITIVE: (-4013, "Price less than min price."),
+    Failure.TOO_LARGE: (-4013, "Price greater than max price."),
+}
+_QTY_ERRORS: Final = {
+    Failure.OFF_GRID: (-4023, "Quantity not increased by step size."),
+    Failure.NOT_POSITIVE: (-4003, "Quantity less than or equal to zero."),
+    Failure.TOO_LARGE: (-4005, "Quantity greater than max quantity."),
+}
+
+
+def _units_or_refuse(
+    scale: UnitScale, value: object, errors: dict[Failure, tuple[int, str]], invalid: str
+) -> int:
     try:
         return scale.units(value)
     except NumberError as exc:
         failure = exc.failure
     if failure is Failure.TOO_PRECISE:
         raise too_precise()
-    if failure is Failure.OFF_GRID:
-        raise ExchangeError(-4014, "Price not increased by tick size.")
-    if failure is Failure.NOT_POSITIVE:
-        raise ExchangeError(-4013, "Price less than min price.")
-    if failure is Failure.TOO_LARGE:
-        raise ExchangeError(-4013, "Price greater than max price.")
-    raise ExchangeError(-1013, "Invalid price.")
+    code, msg = errors.get(failure, (-1013, invalid))
+    raise ExchangeError(code, msg)
+
+
+def price_ticks(scale: UnitScale, value: object) -> int:
+    """A price in ticks, > 0 (-4013), on the tick (-4014), within the precision (-1111)."""
+    return _units_or_refuse(scale, value, _PRICE_ERRORS, "Invalid price.")
 
 
 def qty_lots(scale: UnitScale, value: object) -> int:
     """A quantity in lots, > 0 (-4003), on the step (-4023), within the precision (-1111)."""
-    try:
-        return scale.units(value)
-    except NumberError as exc:
-        failure = exc.failure
-    if failure is Failure.TOO_PRECISE:
-        raise too_precise()
-    if failure is Failure.OFF_GRID:
-        raise ExchangeError(-4023, "Quantity not increased by step size.")
-    if failure is Failure.NOT_POSITIVE:
-        raise ExchangeError(-4003, "Quantity less than or equal to zero.")
-    if failure is Failure.TOO_LARGE:
-        raise ExchangeError(-4005, "Quantity greater than max quantity.")
-    raise ExchangeError(-1013, "Invalid quantity.")
+    return _units_or_refuse(scale, value, _QTY_ERRORS, "Invalid quantity.")
 
 
 def amount_atoms(value: object, *, allow_negative: bool = False) -> int:

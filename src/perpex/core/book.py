@@ -16,11 +16,15 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Iterator
-from typing import Final
+from typing import Any, Final
 
 BUY: Final = 1
 SELL: Final = -1
 QUEUE_SLACK: Final = 32  # canceled entries a level's queue may hold beyond twice its live ones
+
+# A note on `key: Any = order.order_id` below (and in `records` and `order_path`): the compiled
+# build keeps an `int` unboxed and makes a new int object for every dict operation that uses
+# it; an `Any` local is boxed once and used for all of them. Same keys, same dicts.
 
 
 class RestingOrder:
@@ -164,7 +168,8 @@ class OrderBook:
     # -- mutations --------------------------------------------------------------------------
     def add(self, order: RestingOrder) -> None:
         """Rest an order at the back of its price level. The caller ensures it does not cross."""
-        assert order.order_id not in self._orders, "duplicate order id"
+        key: Any = order.order_id  # boxed once (see the note at the top)
+        assert key not in self._orders, "duplicate order id"
         assert order.remaining_lots > 0
         price = order.price_ticks
         if order.side == BUY:
@@ -177,22 +182,23 @@ class OrderBook:
             if level is None:
                 level = self._asks[price] = Level()
                 bisect.insort(self._ask_keys, -price)
-        level.orders[order.order_id] = order
+        level.orders[key] = order
         self._stamp += 1
         order.queue_stamp = self._stamp
         level.queue.append((self._stamp, order))
         level.total_lots += order.remaining_lots
-        self._orders[order.order_id] = order
+        self._orders[key] = order
 
     def cancel(self, order_id: int) -> RestingOrder | None:
         """Remove an order; None if it is not resting. O(1) unless its level empties."""
-        order = self._orders.pop(order_id, None)
+        key: Any = order_id  # boxed once (see the note at the top)
+        order = self._orders.pop(key, None)
         if order is None:
             return None
         price = order.price_ticks
         if order.side == BUY:
             level = self._bids[price]
-            del level.orders[order_id]
+            del level.orders[key]
             level.total_lots -= order.remaining_lots
             if len(level.queue) > 2 * len(level.orders) + QUEUE_SLACK:
                 level.queue = deque((o.queue_stamp, o) for o in level.orders.values())
@@ -201,7 +207,7 @@ class OrderBook:
                 self._remove_key(self._bid_keys, price)
         else:
             level = self._asks[price]
-            del level.orders[order_id]
+            del level.orders[key]
             level.total_lots -= order.remaining_lots
             if len(level.queue) > 2 * len(level.orders) + QUEUE_SLACK:
                 level.queue = deque((o.queue_stamp, o) for o in level.orders.values())
@@ -270,8 +276,9 @@ class OrderBook:
                     break
                 # the maker is filled completely
                 queue.popleft()
-                del live[maker.order_id]
-                del orders[maker.order_id]
+                key: Any = maker.order_id  # boxed once (see the note at the top)
+                del live[key]
+                del orders[key]
                 maker.remaining_lots = 0
                 level.total_lots -= take
                 left -= take

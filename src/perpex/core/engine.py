@@ -77,6 +77,10 @@ from perpex.core.store import (
 )
 
 MAX_TICK_ROUNDS: Final = 100  # pass / stops rounds of one mark publication (each fires stops)
+# The two commands of the hot path, dispatched before the table: a Final name is a C static
+# in the compiled build, where the class itself is a module-dictionary lookup.
+_PLACE_ORDER: Final = PlaceOrder
+_CANCEL_ORDER: Final = CancelOrder
 
 
 class Engine:
@@ -119,10 +123,21 @@ class Engine:
 
     # == dispatch =============================================================================
     def apply(self, command: Command) -> list[Event]:
-        handler = self._handlers.get(type(command))
-        if handler is None:
-            raise EngineError(f"unknown command {command!r}")
-        events = handler(command)
+        # Orders and cancels (most commands) go straight to the order path: no table lookup
+        # and no generic call of a bound method (the table has them too, for other callers).
+        if type(command) is _PLACE_ORDER:  # `_place_order`, inlined
+            if command.stop_loss_ticks or command.take_profit_ticks:
+                events = self.conditionals.place_protected(command)
+            else:
+                events = place_order(self.state, command)
+        elif type(command) is _CANCEL_ORDER:  # `_cancel_order`, inlined
+            found = cancel_order(self.state, command)
+            events = found if found is not None else self._cancel_not_open(command)
+        else:
+            handler = self._handlers.get(type(command))
+            if handler is None:
+                raise EngineError(f"unknown command {command!r}")
+            events = handler(command)
         c = self.conditionals  # `c.pending()`, inlined: it runs after every command
         if c.count or c.flat or c.parents or c.ladders_touched:
             c.after_command(events)  # stops of flat positions, last-price triggers
@@ -135,16 +150,21 @@ class Engine:
         return events
 
     def _place_order(self, cmd: PlaceOrder) -> list[Event]:
+        """A PlaceOrder (`apply` has this inlined: keep the two in step)."""
         if cmd.stop_loss_ticks or cmd.take_profit_ticks:  # checks the pair, then the entry
             return self.conditionals.place_protected(cmd)
         return place_order(self.state, cmd)
 
     def _cancel_order(self, cmd: CancelOrder) -> list[Event]:
+        """A CancelOrder (`apply` has this inlined: keep the two in step)."""
         events = cancel_order(self.state, cmd)
-        if events is None:  # no open order of that id: a conditional order, perhaps
-            events = self.conditionals.cancel(cmd)
-            if events is None:
-                return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_ORDER)]
+        return events if events is not None else self._cancel_not_open(cmd)
+
+    def _cancel_not_open(self, cmd: CancelOrder) -> list[Event]:
+        """No open order of that id: a conditional order, perhaps."""
+        events = self.conditionals.cancel(cmd)
+        if events is None:
+            return [RequestRejected(cmd.account, cmd.symbol, Reason.UNKNOWN_ORDER)]
         return events
 
     # == the passes of a mark publication and of a clock step ===============================

@@ -18,7 +18,7 @@ business: the engine routes such a PlaceOrder there, and they call back here for
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from perpex.core.book import BUY, SELL
 from perpex.core.markets import MarketSpec
@@ -36,7 +36,7 @@ from perpex.core.messages import (
     TimeInForce,
 )
 from perpex.core.records import Account, Order, Position, trim_reduce_only, unregister
-from perpex.core.reserve import reprice_position, reserve_orders
+from perpex.core.reserve import reprice_position
 from perpex.core.settlement import cover_flat_deficit, settle_match
 from perpex.core.store import EngineError, Store
 from perpex.core.units import PPM, Rounding, div
@@ -50,6 +50,10 @@ _FOK: Final = TimeInForce.FOK
 _GTX: Final = TimeInForce.GTX
 _CANCELED: Final = EndReason.CANCELED
 _IOC_REMAINDER: Final = EndReason.IOC_REMAINDER
+# The events of every order as Final names: in the compiled build a C static, where the
+# class (defined in the uncompiled messages module) is a lookup in the module's dictionary.
+_ORDER_ACCEPTED: Final = OrderAccepted
+_ORDER_CANCELED: Final = OrderCanceled
 
 
 def _reject(cmd: PlaceOrder, reason: Reason) -> list[Event]:
@@ -63,7 +67,6 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
     market = state.markets.get(symbol)
     if market is None:
         return _reject(cmd, Reason.UNKNOWN_SYMBOL)
-    spec = market.spec
     mark = market.mark_ticks
     if not mark:
         return _reject(cmd, Reason.NO_MARK_PRICE)
@@ -82,7 +85,7 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
     is_market = order_type == _MARKET
     if qty <= 0:
         raise EngineError("quantity must be positive (the edge checks it)")
-    if qty > (spec.max_market_qty_lots if is_market else spec.max_limit_qty_lots):
+    if qty > (market.max_market_qty_lots if is_market else market.max_limit_qty_lots):
         return _reject(cmd, Reason.QTY_ABOVE_MAX)
     cid = cmd.client_order_id
     if cid is not None and (
@@ -95,8 +98,8 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
         leverage = pos.leverage
     else:
         size = 0
-        leverage = spec.default_leverage
-    band = spec.price_band_ppm
+        leverage = market.default_leverage
+    band = market.price_band_ppm
     if is_market:
         price = 0
         if side == BUY:
@@ -105,16 +108,16 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
             limit = div(mark * (PPM - band), PPM, _CEIL)
     else:
         price = limit = cmd.price_ticks
-        if not spec.min_price_ticks <= price <= spec.max_price_ticks:
+        if not market.min_price_ticks <= price <= market.max_price_ticks:
             return _reject(cmd, Reason.PRICE_OUT_OF_RANGE)
         if side == BUY:
             if price * PPM > mark * (PPM + band):
                 return _reject(cmd, Reason.PRICE_ABOVE_BAND)
         elif price * PPM < mark * (PPM - band):
             return _reject(cmd, Reason.PRICE_BELOW_BAND)
-    if pos is not None and len(pos.open_orders) >= spec.max_open_orders:
+    if pos is not None and len(pos.open_orders) >= market.max_open_orders:
         return _reject(cmd, Reason.TOO_MANY_OPEN_ORDERS)
-    k = spec.atoms_per_tick_lot
+    k = market.atoms_per_tick_lot
     reduce_only = cmd.reduce_only
     held_same = size * side  # > 0: the position is on this order's side, < 0: it closes
     if reduce_only:
@@ -122,7 +125,7 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
         if held_same >= 0:
             return _reject(cmd, Reason.REDUCE_ONLY_REJECTED)
         qty = min(qty, abs(size))
-    elif (price or mark) * qty * k < spec.min_notional_atoms:
+    elif (price or mark) * qty * k < market.min_notional_atoms:
         return _reject(cmd, Reason.MIN_NOTIONAL)
     # Non-recourse for the trader's own orders too: a closing order never takes liquidity
     # past the price where the position's margin (fee included) is gone.
@@ -137,10 +140,10 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
             pos.isolated
             or len(acct.positions) > 1
             or (pos.cost_atoms - acct.wallet.balance) * PPM
-            > limit * size * (PPM + side * spec.taker_fee_ppm) * k
+            > limit * size * (PPM + side * market.taker_fee_ppm) * k
         )
     ):
-        cap = bankruptcy_cap(state, acct, pos, spec)
+        cap = bankruptcy_cap(state, acct, pos, market.spec)
         if (cap > limit) if side == SELL else (cap < limit):
             limit, capped = cap, True
     book = market.book
@@ -175,7 +178,7 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
         else:
             opening = qty
             exposure = held_same + open_same + opening
-        if exposure > spec.max_position_lots:
+        if exposure > market.max_position_lots:
             return _reject(cmd, Reason.POSITION_BOUND)
         leverage_cap_atoms = market.leverage_caps.get(leverage)
         if leverage_cap_atoms is None:
@@ -201,8 +204,22 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
             cost = -(-(open_quote * k) // leverage)
             if open_loss_ticks > 0:
                 cost += open_loss_ticks * k
-            if cost and cost > state.available_atoms(acct):
-                return _reject(cmd, Reason.INSUFFICIENT_MARGIN)
+            if cost:
+                if pos is not None and len(acct.positions) == 1:
+                    # `Store.available_atoms` for an account whose one position is this
+                    # one (the common case), inlined: it runs for most orders.
+                    available = acct.wallet.balance - acct.reserved_atoms
+                    if size and not pos.isolated:
+                        value = size * mark * k
+                        available += (
+                            value
+                            - pos.cost_atoms
+                            + (-value // leverage if value > 0 else value // leverage)
+                        )
+                else:
+                    available = state.available_atoms(acct)
+                if cost > available:
+                    return _reject(cmd, Reason.INSUFFICIENT_MARGIN)
             reserved = cost
     # ---- commit (nothing below can fail) ------------------------------------------------
     if new_account:
@@ -225,17 +242,18 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
         reserved,
     )
     events: list[Event] = [
-        OrderAccepted(
+        _ORDER_ACCEPTED(
             order_id, account, symbol, side, order_type, tif, qty, price, reduce_only, cid
         )
     ]
     # `records.register`, inlined (it runs for every order); an order that only opens holds the
     # margin `reserve.reprice_side` would give it, if its side is priced at this mark and leverage
-    acct.orders[order_id] = order
+    key: Any = order_id  # boxed once for the dicts below (see `book`'s note)
+    acct.orders[key] = order
     if cid is not None:
-        acct.client_ids[cid] = order_id
+        acct.client_ids[cid] = key
     acct.reserved_atoms += reserved
-    pos.open_orders[order_id] = order
+    pos.open_orders[key] = order
     if side == BUY:
         pos.open_buy_lots += qty
         margin_orders = pos.margin_buys
@@ -245,14 +263,14 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
     if reduce_only:
         pos.reduce_only_count += 1
     else:
-        margin_orders.orders[order_id] = order
+        margin_orders.orders[key] = order
         if opening_whole:
             if len(margin_orders.orders) == 1:  # a side that was empty takes now's pricing
                 margin_orders.mark_ticks, margin_orders.leverage = mark, leverage
             if margin_orders.mark_ticks != mark or margin_orders.leverage != leverage:
-                margin_orders.unpriced[order_id] = order
+                margin_orders.unpriced[key] = order
         else:
-            margin_orders.unpriced[order_id] = order
+            margin_orders.unpriced[key] = order
     fills = None
     self_trade = False
     if book.crosses(side, limit):  # else nothing to take: most limit orders
@@ -288,7 +306,7 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
             else:
                 reason = _IOC_REMAINDER
             unregister(acct, pos, order)
-            events.append(OrderCanceled(order_id, account, symbol, left, reason))
+            events.append(_ORDER_CANCELED(order_id, account, symbol, left, reason))
     if fills:  # positions moved: re-price the margin of the makers' and our orders
         for name, other in touched.items():
             other_pos = other.positions[symbol]
@@ -356,10 +374,11 @@ def cancel_order(state: Store, cmd: CancelOrder) -> list[Event] | None:
     market.book.cancel(order.order_id)
     left = order.remaining_lots
     unregister(acct, pos, order)
-    events: list[Event] = [OrderCanceled(order.order_id, acct.name, symbol, left, _CANCELED)]
-    if pos.size_lots * order.side < 0 and not order.reduce_only:
+    events: list[Event] = [_ORDER_CANCELED(order.order_id, acct.name, symbol, left, _CANCELED)]
+    if pos.size_lots * order.side < 0 and not order.reduce_only and pos.open_orders:
         # It held part of the closing allowance; later closing orders may now get it.
-        reserve_orders(acct, symbol, market)
+        # (`reserve.reserve_orders`, with the position at hand)
+        reprice_position(acct, pos, market, None)
     return events
 
 

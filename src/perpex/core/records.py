@@ -12,7 +12,7 @@ recomputes them.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from perpex.core.book import BUY, SELL, OrderBook, RestingOrder
 from perpex.core.funding import FundingState
@@ -157,7 +157,9 @@ class MarketState:
     """One listed market: its spec, book, index and mark, funding and the mark's basis."""
 
     __slots__ = (
+        "atoms_per_tick_lot",
         "book",
+        "default_leverage",
         "funding",
         "funding_config",
         "funding_overrides",
@@ -165,16 +167,43 @@ class MarketState:
         "last_funding_rate_e8",
         "last_trade_ticks",
         "leverage_caps",
+        "maker_fee_ppm",
         "mark_state",
         "mark_ticks",
+        "max_limit_qty_lots",
+        "max_market_qty_lots",
+        "max_open_orders",
+        "max_position_lots",
+        "max_price_ticks",
+        "min_notional_atoms",
+        "min_price_ticks",
+        "price_band_ppm",
         "quotes",
         "spec",
+        "symbol",
+        "taker_fee_ppm",
     )
 
     def __init__(
         self, spec: MarketSpec, mark_config: MarkConfig, funding_config: FundingConfig
     ) -> None:
         self.spec = spec
+        # Copies of the (frozen) spec's figures that the order path and settlement read on
+        # every order and fill: in the compiled build an attribute of this record is a load
+        # from a C struct, one of the spec (a Python dataclass) a generic attribute lookup.
+        self.symbol = spec.symbol
+        self.atoms_per_tick_lot = spec.atoms_per_tick_lot
+        self.maker_fee_ppm = spec.maker_fee_ppm
+        self.taker_fee_ppm = spec.taker_fee_ppm
+        self.min_notional_atoms = spec.min_notional_atoms
+        self.min_price_ticks = spec.min_price_ticks
+        self.max_price_ticks = spec.max_price_ticks
+        self.max_limit_qty_lots = spec.max_limit_qty_lots
+        self.max_market_qty_lots = spec.max_market_qty_lots
+        self.price_band_ppm = spec.price_band_ppm
+        self.max_open_orders = spec.max_open_orders
+        self.default_leverage = spec.default_leverage
+        self.max_position_lots = spec.max_position_lots
         self.funding_config = funding_config
         self.funding: FundingState | None = None  # starts with the market's first index
         self.funding_overrides: dict[int, int] = {}  # funding time -> replayed rate (1e-8)
@@ -219,7 +248,7 @@ def register(acct: Account, pos: Position, order: Order) -> None:
 
 def unregister(acct: Account, pos: Position, order: Order) -> None:
     """Forget an order that is done (filled, canceled or expired); releases its margin."""
-    order_id = order.order_id
+    order_id: Any = order.order_id  # boxed once for the four dicts (see `book`'s note)
     del acct.orders[order_id]
     if order.client_order_id is not None:
         del acct.client_ids[order.client_order_id]

@@ -42,7 +42,7 @@ def reprice_position(
     """`reserve_orders` for a position with open orders."""
     size = pos.size_lots
     mark = market.mark_ticks
-    k = market.spec.atoms_per_tick_lot
+    k = market.atoms_per_tick_lot
     delta = 0
     # the closing sides before and after: buys close a short, sells a long
     if size_before is None or size < 0 or size_before < 0:

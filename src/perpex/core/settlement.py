@@ -22,6 +22,10 @@ from perpex.core.units import PPM, Rounding, div
 
 _CEIL: Final = Rounding.CEIL
 _FLOOR: Final = Rounding.FLOOR
+# The events of every fill as Final names: in the compiled build a C static, where the class
+# (defined in the uncompiled messages module) is a lookup in the module's dictionary.
+_TRADE_EXECUTED: Final = TradeExecuted
+_POSITION_CHANGED: Final = PositionChanged
 
 
 def settle_match(
@@ -39,13 +43,12 @@ def settle_match(
     sizes_before: dict[str, int] | None = None,  # filled in: each maker's size before
 ) -> None:
     """Settle the fills of one taker order: both sides' orders, fees, positions, trades."""
-    spec = market.spec
-    symbol = spec.symbol
-    k = spec.atoms_per_tick_lot
+    symbol = market.symbol
+    k = market.atoms_per_tick_lot
     ledger = state.ledger
     accounts = state.accounts
-    taker_ppm = spec.taker_fee_ppm if taker_fee_ppm is None else taker_fee_ppm
-    maker_ppm = spec.maker_fee_ppm
+    taker_ppm = market.taker_fee_ppm if taker_fee_ppm is None else taker_fee_ppm
+    maker_ppm = market.maker_fee_ppm
     side = taker.side
     taker_name = taker_acct.name
     for maker, lots, price in fills:
@@ -79,13 +82,13 @@ def settle_match(
                 ledger.fees,
                 maker_fee,
             )
-        taker_pnl = settle_fill(state, taker_acct, taker_pos, spec, side, lots, price)
-        maker_pnl = settle_fill(state, maker_acct, maker_pos, spec, -side, lots, price)
+        taker_pnl = net_fill(state, taker_acct, taker_pos, k, side, lots, price)
+        maker_pnl = net_fill(state, maker_acct, maker_pos, k, -side, lots, price)
         trade_id = state.next_trade_id
         state.next_trade_id = trade_id + 1
         market.last_trade_ticks = price
         events.append(
-            TradeExecuted(
+            _TRADE_EXECUTED(
                 symbol,
                 trade_id,
                 price,
@@ -103,7 +106,7 @@ def settle_match(
             )
         )
         events.append(
-            PositionChanged(
+            _POSITION_CHANGED(
                 maker_name,
                 symbol,
                 maker_pos.size_lots,
@@ -114,7 +117,7 @@ def settle_match(
         if maker.remaining_lots == 0:
             unregister(maker_acct, maker_pos, maker)
     events.append(
-        PositionChanged(
+        _POSITION_CHANGED(
             taker_name,
             symbol,
             taker_pos.size_lots,
@@ -157,7 +160,20 @@ def settle_fill(
     price: int,
 ) -> int:
     """Net one fill into the position; returns the realized PnL in atoms."""
-    k = spec.atoms_per_tick_lot
+    return net_fill(state, acct, pos, spec.atoms_per_tick_lot, side, lots, price)
+
+
+def net_fill(
+    state: Store,
+    acct: Account,
+    pos: Position,
+    atoms_per_tick_lot: int,
+    side: int,
+    lots: int,
+    price: int,
+) -> int:
+    """`settle_fill` with the market's atoms per tick x lot (k) given, as settlement has it."""
+    k = atoms_per_tick_lot
     ledger = state.ledger
     size = pos.size_lots
     realized = 0
@@ -216,4 +232,11 @@ def cover_flat_deficit(state: Store, acct: Account, symbol: str, events: list[Ev
     state.funds.pay_deficit(acct.wallet, -acct.wallet.balance, acct.name, symbol, events)
 
 
-__all__ = ["consume", "cover_flat_deficit", "settle_fill", "settle_match", "update_holder"]
+__all__ = [
+    "consume",
+    "cover_flat_deficit",
+    "net_fill",
+    "settle_fill",
+    "settle_match",
+    "update_holder",
+]

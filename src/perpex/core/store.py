@@ -161,7 +161,7 @@ class Store:
             if not size or pos.isolated:
                 continue
             market = self.markets[pos.symbol]
-            value = size * market.mark_ticks * market.spec.atoms_per_tick_lot
+            value = size * market.mark_ticks * market.atoms_per_tick_lot
             # + uPnL - ceil(|value| / leverage), i.e. div(..., CEIL) inlined as the floor of
             # -|value| / leverage (leverage > 0)
             available += (
