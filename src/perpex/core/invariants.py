@@ -6,9 +6,10 @@ state).
 Units: money in atoms, sizes in lots. What is checked: the ledger sums to zero; SETTLEMENT is
 minus the open cost basis; long lots equal short lots per symbol; the insurance funds' shares
 split INSURANCE, none below zero; each account's reserved margin, open lots, reduce-only count,
-client-id index and margin-order sides match its open orders, and every priced margin order
-holds what `reserve.reprice_side` would give it; the holder index matches the positions; each
-book holds exactly the open orders of its symbol. The passes check their own state
+client-id index and margin-order sides match its open orders, every priced margin order
+holds what `reserve.reprice_side` would give it, and the closed head of each side is its
+oldest orders, holding nothing; the holder index matches the positions; each book holds
+exactly the open orders of its symbol. The passes check their own state
 (`Liquidator.check`, `Conditionals.check_invariants`).
 """
 
@@ -62,6 +63,14 @@ def check_records(state: Store) -> None:
                 )
                 assert list(by_side) == sorted(by_side), "margin orders not oldest first"
                 assert all(by_side.get(i) is o for i, o in margin_orders.unpriced.items())
+                head = [o for o in by_side.values() if o.order_id <= margin_orders.head_last_id]
+                assert head == list(by_side.values())[: margin_orders.head_count], (
+                    f"{acct.name}/{symbol}: closed head drifted"
+                )
+                assert sum(o.remaining_lots for o in head) == margin_orders.head_lots
+                assert margin_orders.head_lots <= margin_orders.closing_lots
+                unpriced = margin_orders.unpriced
+                assert not any(o.reserved_atoms or o.order_id in unpriced for o in head)
                 k = state.markets[symbol].spec.atoms_per_tick_lot
                 head_lots = margin_orders.closing_lots
                 for o in by_side.values():  # past the head, the rest holds its margin as priced

@@ -82,9 +82,25 @@ class MarginOrders:
     that is not in `unpriced` holds exactly the margin of all of it opening at `mark_ticks`
     and `leverage`, as `reserve.reprice_side` sets it. `unpriced`: orders partly filled since,
     or placed at another mark or with a closing share.
+
+    The closed head, what lets the re-pricing skip the orders that close now as then: the
+    first `head_count` orders, exactly those with ids up to `head_last_id`, hold nothing, are
+    not in `unpriced`, and have `head_lots` lots left in all, at most `closing_lots`
+    (checked by `perpex.core.invariants`). A fill or the end of one of them shrinks it
+    (`settlement.consume`, `unregister`); a re-pricing whose free lots still cover it starts
+    past it, any other walks the side from its oldest order and sets it anew.
     """
 
-    __slots__ = ("closing_lots", "leverage", "mark_ticks", "orders", "unpriced")
+    __slots__ = (
+        "closing_lots",
+        "head_count",
+        "head_last_id",
+        "head_lots",
+        "leverage",
+        "mark_ticks",
+        "orders",
+        "unpriced",
+    )
 
     def __init__(self) -> None:
         self.orders: dict[int, Order] = {}
@@ -92,6 +108,9 @@ class MarginOrders:
         self.mark_ticks = 0  # 0: never priced, the next re-price visits every order
         self.leverage = 0
         self.closing_lots = 0  # the free lots of the last pricing: the head it let close
+        self.head_count = 0  # the closed head: its orders, their lots, its newest order's id
+        self.head_lots = 0
+        self.head_last_id = 0
 
 
 class Position:
@@ -265,6 +284,9 @@ def unregister(acct: Account, pos: Position, order: Order) -> None:
         pos.reduce_only_count -= 1
     else:
         del margin_orders.orders[order_id]
+        if order.order_id <= margin_orders.head_last_id:  # it leaves the closed head
+            margin_orders.head_count -= 1
+            margin_orders.head_lots -= order.remaining_lots
         if margin_orders.unpriced:
             margin_orders.unpriced.pop(order_id, None)
 

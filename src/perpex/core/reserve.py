@@ -8,11 +8,15 @@ since would open one with no margin behind it.
 
 Only what can have changed is visited (`records.MarginOrders` states the invariant that makes
 this exact): the sides that close the position before or after the fills, and within a side
-the head that closes now or closed at its last pricing and the orders marked unpriced since.
+the head that closes now or closed at its last pricing and the orders marked unpriced since;
+the walk of that head starts past its closed head (the oldest orders, closing wholly, that
+hold nothing) while the free lots still cover it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import islice
 from typing import Final
 
 from perpex.core.book import BUY, SELL
@@ -108,14 +112,28 @@ def reprice_side(
         if free_lots > reach_lots:
             reach_lots = free_lots
     side_orders.closing_lots = free_lots
-    for order in side_orders.orders.values():
+    # The closed head closes now as then if the free lots still cover it: start past it.
+    head_lots = side_orders.head_lots
+    head_count = side_orders.head_count
+    orders: Iterable[Order] = side_orders.orders.values()
+    if head_lots > free_lots:  # the position shrank into it: walk from the oldest order
+        head_lots = head_count = 0
+    elif head_count:
+        free_lots -= head_lots
+        reach_lots -= head_lots
+        orders = islice(orders, head_count, None)
+    head_last_id = 0  # the newest order the walk adds to the closed head
+    for order in orders:
         if reach_lots <= 0:
             break  # the rest opens wholly, now as then
         opening_lots = order.remaining_lots
         reach_lots -= opening_lots
         if free_lots:
-            if opening_lots <= free_lots:  # closes only
+            if opening_lots <= free_lots:  # closes only: it joins the closed head
                 free_lots -= opening_lots
+                head_lots += opening_lots
+                head_count += 1
+                head_last_id = order.order_id
                 if order.reserved_atoms:
                     delta -= order.reserved_atoms
                     order.reserved_atoms = 0
@@ -130,6 +148,12 @@ def reprice_side(
             reserved_atoms += loss_ticks * opening_lots * k
         delta += reserved_atoms - order.reserved_atoms
         order.reserved_atoms = reserved_atoms
+    side_orders.head_lots = head_lots
+    side_orders.head_count = head_count
+    if head_last_id:
+        side_orders.head_last_id = head_last_id
+    elif not head_count:
+        side_orders.head_last_id = 0
     return delta
 
 
