@@ -1,0 +1,1 @@
+"""The simulator: market data, price paths, agents and scenarios, driving the one engine."""
