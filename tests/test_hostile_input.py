@@ -37,6 +37,7 @@ from perpex.core.messages import (
     CancelOrder,
     ConditionalKind,
     Deposit,
+    MassQuote,
     OrderType,
     PlaceConditionalOrder,
     PlaceExitLadder,
@@ -296,7 +297,19 @@ VALID: Final[dict[str, list[tuple[str, object]]]] = {
     "targets": pool([("61000", "0.5"), ("62000", "0.5")], [("59000", "1")],
                     [["61000", "0.25"], ["62000", "0.75"]]),
     "count": pool(1, 0, None, 2),
+    "bids": pool([("59900", "0.01")], [("59950", "0.1"), ("59900", "0.5")], [],
+                 [["59000", 1]], [("60200", "0.01")], [("3000", "0.01")]),
+    "asks": pool([("60100", "0.01")], [("60050", "0.1"), ("60150", "0.5")], [],
+                 [("59950", "0.01")], [("3001", "1")]),
 }  # fmt: skip
+_LADDERS: Final[list[object]] = [
+    [("59900",)], [("59900", "0.01", "x")], [(None, None)], "59900", [(HUGE_EXP, "0.01")],
+    [("59900", TINY_EXP)], [("59900", "0")], {1: 2}, [(59900.0, "0.01")], range(10**9),
+    [("59900.05", "0.01")],
+]  # fmt: skip
+HOSTILE_LADDERS: Final[list[tuple[str, object]]] = [(repr(v), v) for v in _LADDERS] + [
+    ("101 quotes", [("59000", "0.001")] * 101)
+]
 HOSTILE_EXTRA: Final[dict[str, list[tuple[str, object]]]] = {
     "quotes": [
         (repr(v), v)
@@ -310,6 +323,8 @@ HOSTILE_EXTRA: Final[dict[str, list[tuple[str, object]]]] = {
                   [(HUGE_EXP, "0.5")], [("61000", TINY_EXP)], {1: 2}, [("61000", "2")],
                   [(61000, 1.0)], range(10**9)]
     ] + [("1,000 targets", [("61000", "0.001")] * 1000)],
+    "bids": HOSTILE_LADDERS,
+    "asks": HOSTILE_LADDERS,
 }  # fmt: skip
 
 # (method, parameter kinds); place_order's trailing kinds are its keyword arguments.
@@ -332,6 +347,7 @@ METHODS: Final[list[tuple[str, tuple[str, ...]]]] = [
     ("place_exit_ladder", ("account", "symbol", "targets", "opt_price", "count", "count",
                            "rate", "working")),
     ("submit", ("account", "symbol", "int", "int", "int", "int")),
+    ("mass_quote", ("account", "symbol", "bids", "asks")),
 ]  # fmt: skip
 HOSTILE_INTS: Final = [-1, 0, 2**63, -(2**63), HUGE_INT, True, 1.5, "1", None, [], Decimal(1)]
 VALID_INTS: Final = [1, 1, 5, 10, 599_000, 600_000, 300_000, 30_000]
@@ -370,6 +386,7 @@ def typed_command(args: list[object]) -> object:
                                       WorkingType.MARK_PRICE, b, c, 0,  # type: ignore[arg-type]
                                       callback_rate_ppm=a),  # type: ignore[arg-type]
         lambda: PlaceExitLadder(account, symbol, ((c, 1_000_000),), c, a),  # type: ignore[arg-type]
+        lambda: MassQuote(account, symbol, ((a, c, b), (-1, c, b))),  # type: ignore[arg-type]
     ]
     return shapes[(d if isinstance(d, int) and not isinstance(d, bool) else 7) % len(shapes)]()
 
@@ -492,7 +509,7 @@ def test_the_hypothesis_test_covers_every_mutating_method() -> None:
     mutating = {
         "deposit", "withdraw", "set_leverage", "set_margin_mode", "add_isolated_margin",
         "set_index_price", "update_sources", "advance_time", "place_order", "cancel_order",
-        "place_exit_ladder", "submit",
+        "place_exit_ladder", "submit", "mass_quote",
     }  # fmt: skip
     assert mutating <= _all_methods_covered()
     public: set[str] = {n for n in dir(Exchange) if not n.startswith("_")}

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from perpex import parse
+from perpex.core.mass_quote import MAX_MASS_QUOTES
 from perpex.core.messages import (
     AdjustIsolatedMargin,
     AdvanceClock,
@@ -24,6 +25,7 @@ from perpex.core.messages import (
     ConditionalKind,
     Deposit,
     DepositInsurance,
+    MassQuote,
     OrderType,
     PlaceConditionalOrder,
     PlaceExitLadder,
@@ -114,6 +116,7 @@ class Checker:
             DepositInsurance: self._deposit_insurance,  # type: ignore[dict-item]
             PlaceConditionalOrder: self._place_conditional,  # type: ignore[dict-item]
             PlaceExitLadder: self._place_exit_ladder,  # type: ignore[dict-item]
+            MassQuote: self._mass_quote,  # type: ignore[dict-item]
         }
 
     # -- names -----------------------------------------------------------------------------
@@ -332,6 +335,22 @@ class Checker:
         rate = c.callback_rate_ppm
         if type(rate) is not int or not 0 <= rate < INT64_LIMIT:
             raise parse.invalid_callback_rate()
+
+    def _mass_quote(self, c: MassQuote) -> None:
+        """As `Exchange.mass_quote` builds it: 1 to MAX_MASS_QUOTES (side, price, qty) triples.
+        Whether the bids stay below the asks is the engine's check (one RequestRejected)."""
+        self._names(c.account, c.symbol)
+        quotes = c.quotes
+        if type(quotes) is not tuple or not 0 < len(quotes) <= MAX_MASS_QUOTES:
+            raise parse.not_valid("quotes")
+        for quote in quotes:
+            if type(quote) is not tuple or len(quote) != 3:
+                raise parse.not_valid("quotes")
+            side, price, qty = quote
+            if type(side) is not int or (side != 1 and side != -1):
+                raise parse.invalid_side()
+            _price(price)
+            _qty(qty)
 
 
 __all__ = ["Checker"]

@@ -118,6 +118,13 @@ REASON_CODES: dict[Reason, tuple[int, str]] = {
         "Data sent for parameter 'amount' is not valid: the exchange's total deposits would "
         "exceed its limit.",
     ),
+    # Mass quotes (perpex.core.mass_quote): the ladder as a whole is malformed.
+    Reason.INVALID_QUOTE_COUNT: (-1130, "Data sent for parameter 'quotes' is not valid."),
+    Reason.INVALID_QUOTE_SIDE: (-1117, "Invalid side."),
+    Reason.QUOTES_CROSS: (
+        -1130,
+        "Data sent for parameter 'quotes' is not valid: a bid is not below every ask.",
+    ),
 }
 
 

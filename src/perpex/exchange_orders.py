@@ -16,10 +16,12 @@ from perpex import parse
 from perpex.convert import MarketEdge, conditional_view, order_of_placement
 from perpex.core.engine import EngineError
 from perpex.core.markets import MarketSpec
+from perpex.core.mass_quote import MAX_MASS_QUOTES
 from perpex.core.messages import (
     CancelOrder,
     ConditionalKind,
     ConditionalOrderAccepted,
+    MassQuote,
     OrderAccepted,
     OrderRejected,
     OrderType,
@@ -283,6 +285,62 @@ class OrderCalls(ExchangeBase):
                 order = self.engine.conditionals.get(e.order_id)
                 assert order is not None, "a ladder's orders cannot fire at placement"
                 views.append(conditional_view(market.spec, order, "NEW"))
+        return views
+
+    def mass_quote(
+        self,
+        account: str,
+        symbol: str,
+        bids: Sequence[tuple[object, object]] = (),
+        asks: Sequence[tuple[object, object]] = (),
+    ) -> list[Order]:
+        """Replace the account's quotes in `symbol` in one engine command (`MassQuote`): every
+        open order of the account in the symbol is canceled (conditional orders stay), then
+        `bids` and then `asks`, each a (price, quantity) pair, are placed in the order given as
+        post-only (GTX) LIMIT orders. 1 to 100 quotes in all, every bid below every ask.
+
+        A malformed ladder raises ExchangeError and changes nothing. A quote the order path
+        refuses (margin, the price band, min notional, one that would cross the book: -5022)
+        is left out and the others still rest; its `OrderRejected` is in `events()`. Returns
+        the views of the orders placed, in the order they were placed."""
+        market = self._market(symbol)
+        name = self._account(account)
+        quotes: list[tuple[int, int, int]] = []
+        for side, param, ladder in ((1, "bids", bids), (-1, "asks", asks)):
+            if (
+                isinstance(ladder, str | bytes)
+                or not isinstance(ladder, Sequence)
+                or len(ladder) > MAX_MASS_QUOTES
+            ):
+                raise parse.not_valid(param)
+            for quote in ladder:
+                if not isinstance(quote, tuple | list) or len(quote) != 2:
+                    raise parse.not_valid(param)
+                price, quantity = quote
+                quotes.append(
+                    (side, price_ticks(market.price, price), qty_lots(market.qty, quantity))
+                )
+        if not 0 < len(quotes) <= MAX_MASS_QUOTES:
+            raise parse.not_valid("quotes")
+        events = self._apply(MassQuote(name, market.symbol, tuple(quotes)))
+        # Refused whole: one RequestRejected (an OrderRejected is one quote's, the rest stand).
+        if events and _type_of(events[0]) is RequestRejected:
+            self._raise_rejection(events)
+        views = []
+        orders = self.engine.accounts[name].orders if name in self.engine.accounts else {}
+        for e in events:
+            if _type_of(e) is OrderAccepted and e.account == name and e.symbol == market.symbol:
+                assert isinstance(e, OrderAccepted)
+                record = orders.get(e.order_id)
+                if record is None:  # (a post-only order rests whole; kept for safety)
+                    views.append(order_of_placement(market.spec, e, events, None))
+                    continue
+                view = lazy_order(
+                    market.spec, e.order_id, None, "NEW", False, e.side, e.order_type,
+                    e.time_in_force, e.price_ticks, e.qty_lots, record.filled_lots,
+                    record.filled_quote_ticks,
+                )  # fmt: skip
+                views.append(view)
         return views
 
     def _order_error(self, spec: MarketSpec, reason: Reason, side: int) -> ExchangeError:

@@ -39,6 +39,7 @@ from perpex.core.invariants import check_records, conservation_atoms
 from perpex.core.ledger import Ledger
 from perpex.core.liquidation import LiquidationConfig, Liquidator
 from perpex.core.markets import MarketSpec
+from perpex.core.mass_quote import mass_quote
 from perpex.core.messages import (
     AdjustIsolatedMargin,
     AdvanceClock,
@@ -48,6 +49,7 @@ from perpex.core.messages import (
     Deposit,
     DepositInsurance,
     Event,
+    MassQuote,
     PlaceConditionalOrder,
     PlaceExitLadder,
     PlaceOrder,
@@ -119,6 +121,7 @@ class Engine:
             DepositInsurance: partial(accounts.deposit_insurance, state),
             PlaceConditionalOrder: self.conditionals.place,
             PlaceExitLadder: self.conditionals.place_ladder,
+            MassQuote: partial(mass_quote, state),
         }
 
     # == dispatch =============================================================================

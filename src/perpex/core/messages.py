@@ -65,6 +65,10 @@ class Reason(enum.IntEnum):
     EXIT_LADDER_EXISTS = 117
     # The money on the exchange would pass what its state can store (`store.MAX_TOTAL_ATOMS`).
     TOTAL_DEPOSITS_LIMIT = 118
+    # Mass quotes (perpex.core.mass_quote): the whole command refused, nothing changed.
+    INVALID_QUOTE_COUNT = 119  # no quotes, or more than `MAX_MASS_QUOTES`
+    INVALID_QUOTE_SIDE = 120  # a side other than +1 / -1
+    QUOTES_CROSS = 121  # a bid at or above an ask of the same ladder
 
 
 class OrderType(enum.IntEnum):
@@ -287,6 +291,29 @@ class DepositInsurance(Command, frozen=True):
     symbol: str = ""  # last, with a default: journals written before it decode unchanged
 
 
+class MassQuote(Command, _AccountSymbol, frozen=True):
+    """A market maker's whole ladder in one command: cancel every open order of `account` in
+    `symbol`, then place `quotes`, each a (side, price in ticks, quantity in lots), in order.
+
+    The whole command is validated first: a known symbol with a mark price, a valid account
+    name, 1 to `MAX_MASS_QUOTES` (perpex.core.mass_quote) quotes, sides +1/-1, prices within the
+    market's price range, quantities positive and at most its max limit quantity, and every
+    bid strictly below every ask (the ladder never crosses itself). A command failing any of
+    these is ONE `RequestRejected` and changes nothing.
+
+    Then every open book order of the account in the symbol is canceled, by id ascending
+    (`OrderCanceled`, `EndReason.CANCELED`; conditional orders are untouched), and each quote
+    goes through the normal order path as a post-only (GTX) LIMIT order, no client order id.
+    Each quote meets every check a single order meets (price band, min notional, open-order
+    limit, exposure and leverage caps, margin) on the state the quotes before it left: one
+    refused (for margin, the band, a price that would cross the book: `POST_ONLY_WOULD_CROSS`,
+    as GTX does here) gets its own `OrderRejected` and the others go on. The cancels stand
+    even if every quote is refused.
+    """
+
+    quotes: tuple[tuple[int, int, int], ...]  # (side, price_ticks, qty_lots), in order
+
+
 AnyCommand = (
     Deposit
     | Withdraw
@@ -302,6 +329,7 @@ AnyCommand = (
     | AdvanceClock
     | SetFundingRate
     | DepositInsurance
+    | MassQuote
 )
 
 # -- events ----------------------------------------------------------------------------------
