@@ -66,11 +66,11 @@ def _positive(value: object) -> bool:
 def _price(value: object) -> None:
     """A price in ticks as `parse.price_ticks` gives it: 0 < ticks < 2^63."""
     if type(value) is not int:
-        raise ExchangeError(-1013, "Invalid price.")
+        raise parse.price_error(parse.Failure.NOT_A_NUMBER)
     if value <= 0:
-        raise ExchangeError(-4013, "Price less than min price.")
+        raise parse.price_error(parse.Failure.NOT_POSITIVE)
     if value >= INT64_LIMIT:
-        raise ExchangeError(-4013, "Price greater than max price.")
+        raise parse.price_error(parse.Failure.TOO_LARGE)
 
 
 def _optional_price(value: object) -> None:
@@ -81,11 +81,11 @@ def _optional_price(value: object) -> None:
 
 def _qty(value: object) -> None:
     if type(value) is not int:
-        raise ExchangeError(-1013, "Invalid quantity.")
+        raise parse.qty_error(parse.Failure.NOT_A_NUMBER)
     if value <= 0:
-        raise ExchangeError(-4003, "Quantity less than or equal to zero.")
+        raise parse.qty_error(parse.Failure.NOT_POSITIVE)
     if value >= INT64_LIMIT:
-        raise ExchangeError(-4005, "Quantity greater than max quantity.")
+        raise parse.qty_error(parse.Failure.TOO_LARGE)
 
 
 def _amount(value: object, *, allow_negative: bool = False) -> None:

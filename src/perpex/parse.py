@@ -251,7 +251,7 @@ FRACTION_SCALE: Final = UnitScale(Decimal("0.000001"))  # exit-ladder fractions,
 
 # -- numbers, with Binance's code for each parameter -------------------------------------------
 # Binance's answer to each way a price or a quantity can fail (too many decimals is -1111 for
-# both; a value that is no number at all is -1013).
+# both); `checks.py` gives the same answers for typed commands.
 _PRICE_ERRORS: Final = {
     Failure.OFF_GRID: (-4014, "Price not increased by tick size."),
     Failure.NOT_POSITIVE: (-4013, "Price less than min price."),
@@ -264,27 +264,34 @@ _QTY_ERRORS: Final = {
 }
 
 
-def _units_or_refuse(
-    scale: UnitScale, value: object, errors: dict[Failure, tuple[int, str]], invalid: str
-) -> int:
-    try:
-        return scale.units(value)
-    except NumberError as exc:
-        failure = exc.failure
+def price_error(failure: Failure) -> ExchangeError:
+    """What a price that fails this way gets (-1013 for one that is no number at all)."""
     if failure is Failure.TOO_PRECISE:
-        raise too_precise()
-    code, msg = errors.get(failure, (-1013, invalid))
-    raise ExchangeError(code, msg)
+        return too_precise()
+    return ExchangeError(*_PRICE_ERRORS.get(failure, (-1013, "Invalid price.")))
+
+
+def qty_error(failure: Failure) -> ExchangeError:
+    """What a quantity that fails this way gets (-1013 for one that is no number at all)."""
+    if failure is Failure.TOO_PRECISE:
+        return too_precise()
+    return ExchangeError(*_QTY_ERRORS.get(failure, (-1013, "Invalid quantity.")))
 
 
 def price_ticks(scale: UnitScale, value: object) -> int:
     """A price in ticks, > 0 (-4013), on the tick (-4014), within the precision (-1111)."""
-    return _units_or_refuse(scale, value, _PRICE_ERRORS, "Invalid price.")
+    try:
+        return scale.units(value)
+    except NumberError as exc:
+        raise price_error(exc.failure) from None
 
 
 def qty_lots(scale: UnitScale, value: object) -> int:
     """A quantity in lots, > 0 (-4003), on the step (-4023), within the precision (-1111)."""
-    return _units_or_refuse(scale, value, _QTY_ERRORS, "Invalid quantity.")
+    try:
+        return scale.units(value)
+    except NumberError as exc:
+        raise qty_error(exc.failure) from None
 
 
 def amount_atoms(value: object, *, allow_negative: bool = False) -> int:

@@ -107,8 +107,6 @@ class Engine:
         if insurance_fund_atoms:  # the common fund's seed comes from outside, like a deposit
             state.funds.seed(state.ledger.external, insurance_fund_atoms)
         self._handlers: dict[type[Command], Callable[[Any], list[Event]]] = {
-            PlaceOrder: self._place_order,
-            CancelOrder: self._cancel_order,
             Deposit: partial(accounts.deposit, state),
             Withdraw: partial(accounts.withdraw, state),
             SetLeverage: partial(accounts.set_leverage, state),
@@ -126,14 +124,14 @@ class Engine:
 
     # == dispatch =============================================================================
     def apply(self, command: Command) -> list[Event]:
-        # Orders and cancels (most commands) go straight to the order path: no table lookup
-        # and no generic call of a bound method (the table has them too, for other callers).
-        if type(command) is _PLACE_ORDER:  # `_place_order`, inlined
-            if command.stop_loss_ticks or command.take_profit_ticks:
+        # Orders and cancels (most commands) go straight to the order path, before the table
+        # of the other commands: no lookup and no generic call of a bound method.
+        if type(command) is _PLACE_ORDER:
+            if command.stop_loss_ticks or command.take_profit_ticks:  # the pair, then the entry
                 events = self.conditionals.place_protected(command)
             else:
                 events = place_order(self.state, command)
-        elif type(command) is _CANCEL_ORDER:  # `_cancel_order`, inlined
+        elif type(command) is _CANCEL_ORDER:  # an open order, else a conditional one
             found = cancel_order(self.state, command)
             events = found if found is not None else self._cancel_not_open(command)
         else:
@@ -151,17 +149,6 @@ class Engine:
         for command in commands:
             events.extend(self.apply(command))
         return events
-
-    def _place_order(self, cmd: PlaceOrder) -> list[Event]:
-        """A PlaceOrder (`apply` has this inlined: keep the two in step)."""
-        if cmd.stop_loss_ticks or cmd.take_profit_ticks:  # checks the pair, then the entry
-            return self.conditionals.place_protected(cmd)
-        return place_order(self.state, cmd)
-
-    def _cancel_order(self, cmd: CancelOrder) -> list[Event]:
-        """A CancelOrder (`apply` has this inlined: keep the two in step)."""
-        events = cancel_order(self.state, cmd)
-        return events if events is not None else self._cancel_not_open(cmd)
 
     def _cancel_not_open(self, cmd: CancelOrder) -> list[Event]:
         """No open order of that id: a conditional order, perhaps."""
