@@ -29,8 +29,9 @@ lint: venv
 test: lint
 	$(BIN)/pytest
 
+# The main job: replay Black Thursday with 10,000 leveraged traders; summary + HTML report.
 demo: venv
-	$(BIN)/perpex demo
+	$(BIN)/perpex simulate covid-2020-03-12 --out perpex-runs/covid-2020-03-12
 
 bench: venv
 	$(BIN)/python -m benchmarks

@@ -30,7 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-MODULES = ["bench_edge", "bench_book", "bench_engine", "bench_risk", "bench_journal"]
+MODULES = ["bench_edge", "bench_book", "bench_engine", "bench_risk", "bench_journal", "bench_sim"]
 COLUMNS = ("benchmark", "metric", "value", "baseline", "ratio", "goal")
 
 Row = dict[str, Any]

@@ -322,3 +322,19 @@ def test_what_the_engine_refuses_comes_back_as_events() -> None:
     with pytest.raises(ExchangeError) as facade:
         ex.place_order("nobody", BTC, "BUY", "LIMIT", "0.01", "59900")
     assert facade.value.code == -2019
+
+
+def test_take_events_hands_over_the_log_and_keeps_it_small() -> None:
+    """A driver that records events itself takes them: each event is handed over once, in
+    order, the facade's log starts again empty, and the state is not touched."""
+    ex = Exchange(mark_price="index")
+    ex.deposit("a", "1000")
+    ex.set_index_price("BTCUSDT", "60000")
+    first = ex.events()
+    assert ex.take_events() == first and len(first) >= 2
+    assert ex.events() == [] and ex.take_events() == []
+    before = ex.state_hash()
+    ex.deposit("a", "1")
+    taken = ex.take_events()
+    assert [type(e).__name__ for e in taken] == ["Deposited"]
+    assert ex.state_hash() != before and ex.events() == []

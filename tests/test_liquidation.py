@@ -324,6 +324,32 @@ def test_thin_book_crash_fund_pays_then_adl(case: CrashCase) -> None:
     assert_sound(ex)
 
 
+def test_adl_off_the_fund_walks_the_book_and_leaves_bad_debt() -> None:
+    """ADL off, no fund: the rest after the bounded fund phase goes through the whole book
+    (0.4 at 93,000 too), nobody is deleveraged, and the 950 the fund cannot pay stays on
+    alice's account below zero: the bad debt a risk team compares with ADL's cost."""
+    ex = _crash_setup("0", LiquidationConfig(adl=False))
+    events = move_index(ex, BTC, "94600")
+    assert liquidated(events) == ["alice"]
+    fills = [(e.price_ticks, e.qty_lots) for e in events if isinstance(e, TradeExecuted)]
+    # the bounded fund phase buys what 150 of room pays for (0.15 at 94,000), then the rest
+    assert fills == [(955_000, 300), (940_000, 150), (940_000, 150), (930_000, 400)]
+    assert not [e for e in events if isinstance(e, AutoDeleveraged)]
+    assert ex.position("alice", BTC).size == 0
+    assert ex.insurance_fund() == 0
+    # +150 over bankruptcy at 95,500, -300 at 94,000, -800 at 93,000
+    assert ex.account("alice").wallet_balance == Decimal("-950")
+    ex.engine.check_invariants()
+    deposited, held = ex.engine.conservation_atoms()
+    assert deposited == held
+    # the switch is state: hashed, snapshotted, restored
+    twin = Engine.restore(ex.engine.snapshot())
+    assert twin.state_hash() == ex.engine.state_hash()
+    assert twin.liquidator.config.adl is False
+    off = _crash_setup("0", LiquidationConfig(adl=False))
+    assert _crash_setup("0").state_hash() != off.state_hash()
+
+
 def test_adl_ranking_is_pnl_percent_times_effective_leverage() -> None:
     """The ADL order equals MECHANICS.md §2.4 computed here from the shown positions."""
     ex = _crash_setup("0")

@@ -131,7 +131,6 @@ REFUSALS: Final = [
             -1130),
     Refusal("too many, split", lambda ex: ex.mass_quote("mm", BTC, quotes(60),
             [(str(61000 + i), "0.001") for i in range(41)]), -1130),
-    Refusal("no quotes", lambda ex: ex.mass_quote("mm", BTC), -1130),
     Refusal("zero quantity", lambda ex: ex.mass_quote("mm", BTC, [("59900", "0.1"),
             ("59800", "0")]), -4003),
     Refusal("unknown symbol", lambda ex: ex.mass_quote("mm", "XRPUSDT", quotes(1)), -1121),
@@ -146,7 +145,6 @@ REFUSALS: Final = [
         [typed((BUY, 600_000, 1), (SELL, 599_000, 1))]), 0),
     Refusal("driver: zero quantity", lambda ex: ex.submit([typed((BUY, 599_000, 0))]), -4003),
     Refusal("driver: side 2", lambda ex: ex.submit([typed((2, 599_000, 1))]), -1117),
-    Refusal("driver: no quotes", lambda ex: ex.submit([typed()]), -1130),
     Refusal("driver: too many", lambda ex: ex.submit(
         [typed(*[(BUY, 590_000 + i, 1) for i in range(MAX_MASS_QUOTES + 1)])]), -1130),
     Refusal("driver: unknown symbol", lambda ex: ex.submit(
@@ -182,7 +180,6 @@ def test_a_bad_ladder_is_refused_whole(ex: Exchange, case: Refusal) -> None:
     ("quotes", "reason"),
     [
         (((BUY, 600_000, 1), (SELL, 600_000, 1)), Reason.QUOTES_CROSS),
-        ((), Reason.INVALID_QUOTE_COUNT),
         (tuple((BUY, 590_000, 1) for _ in range(MAX_MASS_QUOTES + 1)), Reason.INVALID_QUOTE_COUNT),
         (((BUY, 599_000, 1), (0, 599_000, 1)), Reason.INVALID_QUOTE_SIDE),
         (((BUY, 599_000, 0),), Reason.QTY_NOT_POSITIVE),
@@ -342,4 +339,18 @@ def test_a_first_quote_refused_does_not_refuse_the_call(ex: Exchange) -> None:
     """The first event is that quote's OrderRejected: the facade returns the others."""
     placed = ex.mass_quote("mm", ETH, bids=[("59900", "0.01")], asks=[("60100", "0.01")])
     assert [str(o.price) for o in placed] == ["60100.00"]
+    settled(ex)
+
+
+def test_an_empty_ladder_pulls_the_quotes(ex: Exchange) -> None:
+    """A maker leaves the book in one command: every order canceled, nothing placed, and its
+    conditional orders untouched; a second empty ladder is a no-op."""
+    ex.mass_quote("mm", BTC, bids=[("59900", "0.1"), ("59800", "0.1")], asks=[("60100", "0.1")])
+    assert len(ex.open_orders("mm", BTC)) == 3
+    [events] = ex.submit([typed()])
+    assert [type(e).__name__ for e in events] == ["OrderCanceled"] * 3
+    assert ex.open_orders("mm", BTC) == []
+    assert ex.order_book(BTC, 5) == {"bids": [], "asks": []}
+    assert ex.submit([typed()]) == [[]]
+    assert ex.mass_quote("mm", BTC) == []
     settled(ex)

@@ -377,3 +377,34 @@ def test_divergence_moves_the_last_and_leaves_the_index() -> None:
 def test_bad_shock_arguments_are_refused(call: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call(flat())
+
+
+# --- intrabar shape "wicks" -----------------------------------------------------------------
+def test_wicks_walk_the_body_and_spike_to_each_extreme() -> None:
+    """Green 100 -> 120 with L 80 and H 160, 13 steps, 2 steps out and back: the body is the
+    straight line open -> close; the low spikes at a third, the high at two thirds."""
+    c = candles((100, 160, 80, 120))
+    path = intrabar_path(c, steps_per_candle=13, shape="wicks", wick_steps=2)
+    want = [100, 102, 103, 92, 80, 95, 110, 135, 160, 139, 117, 118, 120]
+    assert path.price_ticks.tolist() == want
+
+
+@pytest.mark.parametrize("ohlc", [RED, GREEN, DOJI])
+def test_wicks_keep_every_ohlc_point_and_stay_inside_the_candle(
+    ohlc: tuple[int, int, int, int],
+) -> None:
+    c = candles(ohlc, ohlc)
+    path = intrabar_path(c, steps_per_candle=60, shape="wicks", wick_steps=1)
+    rows = path.price_ticks.reshape(2, 60)
+    o, h, lo, cl = ohlc
+    for row in rows:
+        assert row[0] == o and row[-1] == cl and row.max() == h and row.min() == lo
+        # the extremes last one step each: a wick, not a third of the hour
+        assert (row == h).sum() == 1 and (row == lo).sum() == 1
+
+
+def test_wicks_need_room_for_their_spikes() -> None:
+    with pytest.raises(ValueError, match="needs steps_per_candle >= 13"):
+        intrabar_path(candles(GREEN), steps_per_candle=12, shape="wicks", wick_steps=2)
+    with pytest.raises(ValueError, match="shape"):
+        intrabar_path(candles(GREEN), steps_per_candle=12, shape="spikes")  # type: ignore[arg-type]

@@ -341,7 +341,7 @@ class Checker:
         Whether the bids stay below the asks is the engine's check (one RequestRejected)."""
         self._names(c.account, c.symbol)
         quotes = c.quotes
-        if type(quotes) is not tuple or not 0 < len(quotes) <= MAX_MASS_QUOTES:
+        if type(quotes) is not tuple or len(quotes) > MAX_MASS_QUOTES:
             raise parse.not_valid("quotes")
         for quote in quotes:
             if type(quote) is not tuple or len(quote) != 3:

@@ -1,4 +1,4 @@
-"""The `perpex` command line: demo (and, as they land, simulate, serve, replay, bench)."""
+"""The `perpex` command line: demo, simulate, scenarios, report, replay, journal, version."""
 
 from __future__ import annotations
 
@@ -15,6 +15,53 @@ def demo() -> None:
     from perpex.demo import run_demo
 
     run_demo()
+
+
+@app.command()
+def simulate(
+    scenario: str = typer.Argument(..., help="a shipped scenario (perpex scenarios) or a .toml"),
+    seed: int = typer.Option(0, "--seed", min=0, help="the run's seed"),
+    out: str | None = typer.Option(
+        None, "--out", help="run directory (default perpex-runs/NAME-seedN)"
+    ),
+    sets: list[str] = typer.Option(  # noqa: B008 (typer's way to declare a repeated option)
+        [], "--set", help="override a scenario key: --set exchange.insurance_fund=0"
+    ),
+    strategy: str | None = typer.Option(
+        None, "--strategy", help="your strategy class: module:Class or path/to/file.py:Class"
+    ),
+    data: str | None = typer.Option(None, "--data", help="your own candles (CSV/Parquet/Feather)"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+) -> None:
+    """Run a scenario through the exchange; print the summary and write events and a report."""
+    from perpex.sim.console import simulate as simulate_run
+
+    simulate_run(
+        scenario, seed=seed, out=out, sets=sets, strategy=strategy, data=data, as_json=as_json
+    )
+
+
+@app.command()
+def scenarios(
+    as_json: bool = typer.Option(False, "--json", help="print name and question as JSON"),
+) -> None:
+    """List the shipped scenarios and the question each answers."""
+    from perpex.sim.console import scenarios as list_scenarios
+
+    list_scenarios(as_json)
+
+
+@app.command()
+def report(
+    run_dir: str = typer.Argument(..., help="a run directory written by perpex simulate"),
+    out: str | None = typer.Option(
+        None, "--out", help="the HTML file (default RUN_DIR/report.html)"
+    ),
+) -> None:
+    """Rebuild a run's HTML report from its event files alone."""
+    from perpex.sim.console import report as build
+
+    build(run_dir, out)
 
 
 journal_app = typer.Typer(add_completion=False, help="Inspect journals.")

@@ -297,7 +297,8 @@ class OrderCalls(ExchangeBase):
         """Replace the account's quotes in `symbol` in one engine command (`MassQuote`): every
         open order of the account in the symbol is canceled (conditional orders stay), then
         `bids` and then `asks`, each a (price, quantity) pair, are placed in the order given as
-        post-only (GTX) LIMIT orders. 1 to 100 quotes in all, every bid below every ask.
+        post-only (GTX) LIMIT orders. At most 100 quotes in all, every bid below every ask; none
+        pulls the account's quotes.
 
         A malformed ladder raises ExchangeError and changes nothing. A quote the order path
         refuses (margin, the price band, min notional, one that would cross the book: -5022)
@@ -320,7 +321,7 @@ class OrderCalls(ExchangeBase):
                 quotes.append(
                     (side, price_ticks(market.price, price), qty_lots(market.qty, quantity))
                 )
-        if not 0 < len(quotes) <= MAX_MASS_QUOTES:
+        if len(quotes) > MAX_MASS_QUOTES:
             raise parse.not_valid("quotes")
         events = self._apply(MassQuote(name, market.symbol, tuple(quotes)))
         # Refused whole: one RequestRejected (an OrderRejected is one quote's, the rest stand).

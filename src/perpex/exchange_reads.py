@@ -163,7 +163,19 @@ class ExchangeReads(ExchangeBase):
         return atoms_to_decimal(self.engine.ledger.fees.balance)
 
     def events(self) -> list[Event]:
+        """The event log: every event since start (or since the last `take_events`)."""
         return list(self._events)
+
+    def take_events(self) -> list[Event]:
+        """Hand over the events logged since start or the last call, and forget them.
+
+        For a driver that keeps its own record (the simulator streams them to Parquet): the
+        facade's log then stays small on a run of millions of events. Reads that come from
+        the log (`funding_history`, `insurance_fund_history`) see only what was not taken.
+        """
+        taken = self._events[:]
+        self._events.clear()
+        return taken
 
     def state_hash(self) -> str:
         return self.engine.state_hash()

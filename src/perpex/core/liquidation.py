@@ -129,7 +129,9 @@ class Liquidator:
     # -- state --------------------------------------------------------------------------------
     def record(self) -> list[Any]:
         """[config, queue] with one fund; [config + fund symbols, queue, shares] with several
-        (so an engine with one fund hashes and snapshots as it did before there were several)."""
+        (so an engine with one fund hashes and snapshots as it did before there were several).
+        ADL off adds the fund symbols (maybe none) and False to the config, for the same
+        reason: an engine with ADL on hashes as before the switch existed."""
         c = self.config
         config: list[Any] = [
             c.max_liquidations_per_tick,
@@ -141,9 +143,12 @@ class Liquidator:
             c.partial_fraction_ppm,
         ]
         record: list[Any] = [config, [[account, symbol] for account, symbol in self.queue]]
-        if c.fund_symbols:
+        if c.fund_symbols or not c.adl:
             config.append(list(c.fund_symbols))
+        if c.fund_symbols:
             record.append(self.state.funds.record())
+        if not c.adl:
+            config.append(False)
         return record
 
     def load(self, record: list[Any]) -> None:
@@ -381,14 +386,21 @@ class Liquidator:
                 closed_quote_ticks += state.close_through_book(
                     acct, pos, market, close_side, worst, lots, events
                 )
-        # 3. auto-deleveraging for the rest, at the bankruptcy price
+        # 3. ADL off: the fund closes the rest through whatever the book holds, at any price
+        left = abs(pos.size_lots)
+        if left and not self.config.adl:
+            extreme = market.min_price_ticks if close_side == SELL else market.max_price_ticks
+            closed_quote_ticks += state.close_through_book(
+                acct, pos, market, close_side, extreme, left, events
+            )
+        # 4. auto-deleveraging for the rest, at the bankruptcy price
         left = abs(pos.size_lots)
         if left:
             # (`adl_queue` named here, where tests/test_adl_vector.py spies on the scalar ranking)
             deleverage(self.screener, acct, pos, market, price, events, adl_queue)
             closed_quote_ticks += left * price
         assert pos.size_lots == 0 and pos.margin.balance == 0, "liquidated position not closed"
-        # 4. the trader keeps nothing over the target; the fund pays what is missing
+        # 5. the trader keeps nothing over the target; the fund pays what is missing
         transfer = math.ceil(equity_now() - target)
         name, symbol = acct.name, spec.symbol
         if transfer > 0:
@@ -414,8 +426,11 @@ class Liquidator:
             state.pay_deficit(acct.wallet, -transfer, name, symbol, events)
         # Non-recourse, where it is written: the trader ends at the target (less than an atom
         # below it for a cross share), never below; an isolated trader's wallet is untouched.
-        assert worse_than_bankruptcy or equity_now() > target - 1, "trader left below target"
-        assert worse_than_bankruptcy or not isolated or acct.wallet.balance == wallet_before
+        # (ADL off: what the fund could not pay stays below the target: the bad debt.)
+        adl = self.config.adl
+        assert worse_than_bankruptcy or not adl or equity_now() > target - 1, "trader left below"
+        untouched = not isolated or acct.wallet.balance == wallet_before
+        assert worse_than_bankruptcy or not adl or untouched, "isolated trader's wallet touched"
 
     def _fund_plan(
         self, market: MarketState, side: int, price_ticks: int, left_lots: int, room: Fraction

@@ -36,6 +36,13 @@ class LiquidationConfig(msgspec.Struct, frozen=True, array_like=True):
     # other perpetuals share one"): the listed symbols with a fund of their own. Every other
     # symbol draws on the common fund. Empty (the default): one fund for all.
     fund_symbols: tuple[str, ...] = ()
+    # Auto-deleveraging (MECHANICS.md §2.4). Off: what neither the book nor the fund closed
+    # within its bound is closed by the fund through whatever the book still holds, at any
+    # price; the fund pays the deficit while it lasts, and what it cannot pay is bad debt left
+    # on the trader's account (below zero: the exchange's loss, never collected). Only a book
+    # with nothing left on the closing side still falls back to ADL: a position cannot stay
+    # open on an account with no margin. A risk team compares the two by stress test.
+    adl: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_liquidations_per_tick <= 1_000_000:
@@ -58,6 +65,8 @@ class LiquidationConfig(msgspec.Struct, frozen=True, array_like=True):
             raise ValueError("fund_symbols must be non-empty symbol names")
         if len(set(self.fund_symbols)) != len(self.fund_symbols):
             raise ValueError("fund_symbols lists a symbol twice")
+        if not isinstance(self.adl, bool):
+            raise ValueError("adl must be a bool")
 
 
 __all__ = ["LiquidationConfig"]

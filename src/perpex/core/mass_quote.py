@@ -38,8 +38,10 @@ def mass_quote_refusal(state: Store, cmd: MassQuote) -> Reason | None:
     if not state.valid_name(cmd.account):
         return Reason.UNKNOWN_ACCOUNT
     quotes = cmd.quotes
-    if not 0 < len(quotes) <= MAX_MASS_QUOTES:
+    if len(quotes) > MAX_MASS_QUOTES:
         return Reason.INVALID_QUOTE_COUNT
+    if not quotes:
+        return None  # an empty ladder pulls the quotes: a maker leaving the book in one step
     if not market.mark_ticks:
         return Reason.NO_MARK_PRICE
     best_bid = 0

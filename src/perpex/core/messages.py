@@ -296,7 +296,7 @@ class MassQuote(Command, _AccountSymbol, frozen=True):
     `symbol`, then place `quotes`, each a (side, price in ticks, quantity in lots), in order.
 
     The whole command is validated first: a known symbol with a mark price, a valid account
-    name, 1 to `MAX_MASS_QUOTES` (perpex.core.mass_quote) quotes, sides +1/-1, prices within the
+    name, at most `MAX_MASS_QUOTES` (perpex.core.mass_quote) quotes, sides +1/-1, prices within the
     market's price range, quantities positive and at most its max limit quantity, and every
     bid strictly below every ask (the ladder never crosses itself). A command failing any of
     these is ONE `RequestRejected` and changes nothing.
@@ -308,7 +308,8 @@ class MassQuote(Command, _AccountSymbol, frozen=True):
     limit, exposure and leverage caps, margin) on the state the quotes before it left: one
     refused (for margin, the band, a price that would cross the book: `POST_ONLY_WOULD_CROSS`,
     as GTX does here) gets its own `OrderRejected` and the others go on. The cancels stand
-    even if every quote is refused.
+    even if every quote is refused. An empty ladder only cancels (no mark price needed): a
+    maker pulls out of the book in one command.
     """
 
     quotes: tuple[tuple[int, int, int], ...]  # (side, price_ticks, qty_lots), in order

@@ -29,6 +29,7 @@ BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
 
 IntrabarOrder = Literal["auto", "high_first", "low_first"]
+IntrabarShape = Literal["legs", "wicks"]
 MarkPoints = Literal["path", "close"]
 
 MAX_TICKS = 2**53
@@ -166,6 +167,30 @@ def _interpolate(anchors: Int64Array, steps: int) -> Int64Array:
     return out
 
 
+def _line(a: Int64Array, b: Int64Array, j: int, length: int) -> Int64Array:
+    """Point j of the exact line from a to b in `length` moves, rounded half up (int64)."""
+    out: Int64Array = a + (2 * (b - a) * j + length) // (2 * length)
+    return out
+
+
+def _wicks(candles: Candles, order: IntrabarOrder, steps: int, wick_steps: int) -> Int64Array:
+    """Shape (n, steps): the body walks open -> close in a straight line; the two extremes
+    are brief spikes (`wick_steps` moves out to the extreme and as many back), the first at a
+    third of the candle and the second at two thirds, in `order`. A wick is a moment, not a
+    third of the hour: a mark that averages the basis hardly follows it (2021-07-26)."""
+    anchors = _anchors(candles, order)
+    o, first, second, c = (anchors[:, i] for i in range(4))
+    moves = steps - 1
+    body = np.stack([_line(o, c, k, moves) for k in range(steps)], axis=1)
+    out: Int64Array = body.copy()
+    for centre, extreme in ((moves // 3, first), (2 * moves // 3, second)):
+        for j in range(-wick_steps, wick_steps + 1):
+            k = centre + j
+            base = body[:, centre - wick_steps] if j < 0 else body[:, centre + wick_steps]
+            out[:, k] = _line(extreme, base, abs(j), wick_steps)
+    return out
+
+
 def intrabar_path(
     candles: Candles,
     *,
@@ -173,6 +198,8 @@ def intrabar_path(
     order: IntrabarOrder = "auto",
     mark: Candles | None = None,
     mark_points: MarkPoints = "path",
+    shape: IntrabarShape = "legs",
+    wick_steps: int = 1,
 ) -> PricePath:
     """Replay candles as a path: `steps_per_candle` steps per candle through O, H/L, L/H, C.
 
@@ -191,7 +218,28 @@ def intrabar_path(
     the same `order` rule gives for the mark candle's own colour). With `mark_points="close"`
     the mark moves only at candle closes: it holds the previous mark close (the first candle:
     its mark open) and takes this candle's mark close at the candle's last step.
+
+    `shape="wicks"`: instead of three legs, the price walks open -> close in a straight line
+    and visits each extreme in a brief spike of `wick_steps` steps out and as many back (the
+    first extreme at a third of the candle, the second at two thirds, in `order`); needs
+    steps_per_candle >= 6 x wick_steps + 1. O, H, L and C still appear exactly. The mark
+    candles, if any, take the same shape.
     """
+    if shape not in ("legs", "wicks"):
+        raise ValueError(f"shape {shape!r} must be 'legs' or 'wicks'")
+    if isinstance(wick_steps, bool) or not isinstance(wick_steps, int) or wick_steps < 1:
+        raise ValueError(f"wick_steps must be an int >= 1, got {wick_steps!r}")
+    if shape == "wicks" and steps_per_candle < 6 * wick_steps + 1:
+        raise ValueError(
+            f"shape 'wicks' with wick_steps {wick_steps} needs steps_per_candle >= "
+            f"{6 * wick_steps + 1}, got {steps_per_candle}"
+        )
+
+    def walk(c: Candles) -> Int64Array:
+        if shape == "wicks":
+            return _wicks(c, order, steps_per_candle, wick_steps).ravel()
+        return _interpolate(_anchors(c, order), steps_per_candle).ravel()
+
     if isinstance(steps_per_candle, bool) or not isinstance(steps_per_candle, int):
         raise ValueError(f"steps_per_candle must be an int, got {steps_per_candle!r}")
     if steps_per_candle < 4:
@@ -211,7 +259,7 @@ def intrabar_path(
         [k * interval // steps_per_candle for k in range(steps_per_candle)], dtype=np.int64
     )
     time_ns = (candles.time_ns[:, None] + offsets[None, :]).ravel()
-    price = _interpolate(_anchors(candles, order), steps_per_candle).ravel()
+    price = walk(candles)
 
     mark_ticks: Int64Array | None = None
     if mark is not None:
@@ -222,7 +270,7 @@ def intrabar_path(
             raise ValueError(f"mark candle {row} is not at the time of price candle {row}")
         _check_ohlc(mark, "mark")
         if mark_points == "path":
-            mark_ticks = _interpolate(_anchors(mark, order), steps_per_candle).ravel()
+            mark_ticks = walk(mark)
         elif mark_points == "close":
             held = np.concatenate([mark.open_ticks[:1], mark.close_ticks[:-1]])
             grid = np.repeat(held[:, None], steps_per_candle, axis=1)

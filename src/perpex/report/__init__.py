@@ -1,0 +1,12 @@
+"""HTML reports of simulation runs, rebuilt from a run's output directory alone (no engine).
+
+`build_report(run_dir)` writes one self-contained, offline plotly page: the scenario's question
+and what happened in words, then prices with liquidations, open interest, liquidated notional per
+time, the insurance fund and ADL, funding, book depth, liquidation distance by leverage, stop
+slippage and the strategy's equity. `ReportError` when the directory is not a run.
+"""
+
+from perpex.report.html import build_report
+from perpex.report.load import ReportError
+
+__all__ = ["ReportError", "build_report"]

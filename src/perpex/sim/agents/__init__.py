@@ -1,0 +1,1 @@
+"""Simulated market participants: makers, traders, takers, a whale, the user's strategy."""
