@@ -154,7 +154,7 @@ def test_report_rebuilds_from_the_event_files_alone(
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     (copy / "report.html").unlink()
-    done = perpex("report", str(copy))
+    done = perpex("report", str(copy / "events"))  # the event log's directory, or the run's
     assert done.returncode == 0, done.stderr
     html = (copy / "report.html").read_text(encoding="utf-8")
     assert "Does everything hold together" in html
@@ -259,3 +259,34 @@ def test_cli_lists_the_shipped_scenarios() -> None:
         "covid-2020-03-12", "squeeze-2021-07-26", "tariff-2025-10-10", "oracle-manipulation",
         "funding-drain", "liquidation-distance", "stop-slippage",
     }  # fmt: skip
+
+
+# -- the exchange's parameters reach the engine ----------------------------------------------
+def test_exchange_parameters_reach_the_engine() -> None:
+    from perpex.core.markets import compile_market
+    from perpex.sim.runner import build_exchange, build_market
+
+    base = load_scenario("liquidation-distance")
+    newer_scenario = base.with_overrides({"exchange.brackets": "binance-2026-05-07"})
+    newer = compile_market(build_market(newer_scenario))
+    assert newer.max_leverage == 150 and newer.brackets[0].cap_atoms == 300_000 * 10**6
+    doubled = compile_market(build_market(base.with_overrides({"exchange.mmr_multiplier": 2.0})))
+    plain = compile_market(build_market(base))
+    assert [b.mmr_ppm for b in doubled.brackets[:3]] == [8_000, 10_000, 13_000]
+    assert [b.mmr_ppm for b in plain.brackets[:3]] == [4_000, 5_000, 6_500]
+    # MM stays continuous at each floor, and 1 / leverage stays above the MMR
+    for lower, upper in zip(doubled.brackets, doubled.brackets[1:], strict=False):
+        floor = upper.floor_atoms
+        assert floor * lower.mmr_ppm // 10**6 - lower.cum_atoms == (
+            floor * upper.mmr_ppm // 10**6 - upper.cum_atoms
+        )
+    assert all(10**6 // b.max_leverage > b.mmr_ppm for b in doubled.brackets)
+    s = base.with_overrides(
+        {"exchange.adl": False, "exchange.partial_liquidation": True,
+         "exchange.clearance_fee": 0.01, "exchange.mark_price": "last", "exchange.taker_fee": 0.001}
+    )  # fmt: skip
+    ex = build_exchange(s, 1_700_000_000 * 10**9)
+    config = ex.engine.liquidator.config
+    assert (config.adl, config.partial_from_bracket, config.clearance_fee_ppm) == (False, 2, 10_000)
+    assert ex.engine.state.markets["BTCUSDT"].spec.taker_fee_ppm == 1_000
+    assert ex.engine.state.mark_mode == "last"

@@ -14,12 +14,22 @@ from importlib import resources
 from perpex.core.markets import Bracket, Market, parse_bracket_csv
 
 BRACKETS_FILE = "binance_leverage_brackets_2024-10-24.csv"
+BRACKET_SNAPSHOTS = ("2024-10-24", "2026-05-07")  # binance_leverage_brackets_<date>.csv
 
 
 @cache
 def default_brackets() -> dict[str, tuple[Bracket, ...]]:
-    text = resources.files("perpex").joinpath("data", BRACKETS_FILE).read_text("utf-8")
-    return {s: tuple(b) for s, b in parse_bracket_csv(text, "2024-10-24").items()}
+    return brackets_of("2024-10-24")
+
+
+@cache
+def brackets_of(snapshot_date: str) -> dict[str, tuple[Bracket, ...]]:
+    """A shipped Binance bracket table by its date (`BRACKET_SNAPSHOTS`)."""
+    if snapshot_date not in BRACKET_SNAPSHOTS:
+        raise ValueError(f"brackets {snapshot_date!r}: shipped are {', '.join(BRACKET_SNAPSHOTS)}")
+    name = f"binance_leverage_brackets_{snapshot_date}.csv"
+    text = resources.files("perpex").joinpath("data", name).read_text("utf-8")
+    return {s: tuple(b) for s, b in parse_bracket_csv(text, snapshot_date).items()}
 
 
 def default_markets() -> list[Market]:

@@ -135,8 +135,12 @@ def render(run: Run) -> str:
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Writes the HTML report of the run in `run_dir` (default `run_dir/report.html`) and
-    returns its path. Raises `ReportError` when `run_dir` is not a simulation run."""
+    returns its path. `run_dir` may also be the run's ``events`` directory (what
+    `SimResult.events_path` names). Raises `ReportError` when it is not a simulation run."""
     run_path = Path(run_dir)
+    beside = run_path.parent / "meta.json"
+    if run_path.name == "events" and not (run_path / "meta.json").exists() and beside.exists():
+        run_path = run_path.parent  # the event log's own run directory
     run = load_run(run_path)
     out_path = run_path / "report.html" if out is None else Path(out)
     page = render(run)

@@ -37,7 +37,7 @@ from perpex.core.liquidation_config import LiquidationConfig
 from perpex.core.markets import Bracket, Market
 from perpex.core.messages import AdvanceClock, Command, Event, UpdateIndex
 from perpex.core.units import PPM
-from perpex.defaults import default_markets
+from perpex.defaults import brackets_of, default_markets
 from perpex.exchange import Exchange
 from perpex.history import load_funding_schedule
 from perpex.parse import start_time_ns
@@ -81,10 +81,15 @@ class SimResult:
 
 
 # -- building the run ----------------------------------------------------------------------------
+MAX_SCALED_MMR: Final = Decimal("0.5")
+
+
 def _scaled_brackets(brackets: Sequence[Bracket], multiplier: float) -> list[Bracket]:
-    """Every MMR x `multiplier` (rounded to 1e-6), the cums recomputed so that MM stays
-    continuous across the bracket floors (Binance's cum rule: cum_i = cum_{i-1} + floor_i x
-    (mmr_i - mmr_{i-1}))."""
+    """Every MMR x `multiplier` (rounded to 1e-6, at most 50 %), the cums recomputed so that MM
+    stays continuous across the bracket floors (Binance's cum rule: cum_i = cum_{i-1} + floor_i
+    x (mmr_i - mmr_{i-1})), and each bracket's max leverage lowered where its initial margin
+    (1 / leverage) would no longer exceed the new MMR: a risk team's "MMR x 2" also takes the
+    top leverage away, as an exchange raising its MMR would."""
     if multiplier == 1.0:
         return list(brackets)
     out: list[Bracket] = []
@@ -92,9 +97,13 @@ def _scaled_brackets(brackets: Sequence[Bracket], multiplier: float) -> list[Bra
     prev_mmr = Decimal(0)
     for b in brackets:
         mmr = (Decimal(str(b.mmr)) * Decimal(repr(multiplier))).quantize(Decimal("0.000001"))
+        mmr = min(mmr, MAX_SCALED_MMR)
         cum += Decimal(str(b.floor)) * (mmr - prev_mmr)
         prev_mmr = mmr
-        out.append(dataclasses.replace(b, mmr=str(mmr), cum=str(cum)))
+        leverage = b.max_leverage
+        while leverage > 1 and Decimal(1) / leverage <= mmr:
+            leverage -= 1
+        out.append(dataclasses.replace(b, mmr=str(mmr), cum=str(cum), max_leverage=leverage))
     return out
 
 
@@ -108,7 +117,9 @@ def build_market(scenario: Scenario) -> Market:
                 maker_fee=repr(ex.maker_fee),
                 taker_fee=repr(ex.taker_fee),
                 price_band=repr(ex.price_band),
-                brackets=_scaled_brackets(m.brackets, ex.mmr_multiplier),
+                brackets=_scaled_brackets(
+                    brackets_of(ex.brackets.removeprefix("binance-"))[m.symbol], ex.mmr_multiplier
+                ),
             )
     raise ValueError(f"symbol {scenario.symbol!r}: the simulator knows BTCUSDT and ETHUSDT")
 
@@ -409,6 +420,8 @@ def run(
     if check_invariants:
         ex.check_invariants()
 
+    if strat is not None and strat.ctx is not None:
+        commands += strat.ctx.commands  # the strategy's facade calls: one command each
     summary = _summary(scenario, seed, ex, metrics, samples, strat, commands, event_count)
     report_path = None
     events_path = None

@@ -122,6 +122,9 @@ class ExchangeSection:
     taker_fee: float = 0.0005
     price_band: float = 0.05  # limit prices within mark x (1 +- band)
     mmr_multiplier: float = 1.0  # every bracket's maintenance margin rate x this
+    # the real Binance bracket table: 2024-10-24 (BTCUSDT tier 1: 0-50k USDT, 125x) or
+    # 2026-05-07 (tier 1: 0-300k USDT, 150x)
+    brackets: Literal["binance-2024-10-24", "binance-2026-05-07"] = "binance-2024-10-24"
     max_liquidations_per_tick: int = 200
 
     def __post_init__(self) -> None:

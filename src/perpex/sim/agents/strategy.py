@@ -133,6 +133,7 @@ class StrategyContext:
         self.account_name = account
         self.symbol = symbol
         self.world = world  # the simulation's read-only market view (integer units)
+        self.commands = 0  # engine commands the strategy's calls sent (the run's summary)
         # Draws a strategy makes should come from here: the run stays reproducible.
         self.rng = rng if rng is not None else np.random.default_rng(0)
 
@@ -167,6 +168,7 @@ class StrategyContext:
         symbol: str | None = None,
     ) -> Order:
         """`Exchange.place_order` for this account (see it for every argument)."""
+        self.commands += 1
         return self.ex.place_order(
             self.account_name, symbol or self.symbol, side, type, quantity, price,
             time_in_force, reduce_only, client_order_id, stop_price, working_type,
@@ -180,6 +182,7 @@ class StrategyContext:
         *,
         symbol: str | None = None,
     ) -> Order:
+        self.commands += 1
         return self.ex.cancel_order(
             self.account_name, symbol or self.symbol, order_id, client_order_id
         )
@@ -196,6 +199,7 @@ class StrategyContext:
         symbol: str | None = None,
     ) -> list[Order]:
         """`Exchange.place_exit_ladder` for this account's open position."""
+        self.commands += 1
         return self.ex.place_exit_ladder(
             self.account_name, symbol or self.symbol, targets, stop_loss,
             move_stop_to_entry_after, trail_after, callback_rate, working_type,
@@ -207,10 +211,12 @@ class StrategyContext:
 
     # -- settings -------------------------------------------------------------------------------
     def set_leverage(self, leverage: int, *, symbol: str | None = None) -> int:
+        self.commands += 1
         return self.ex.set_leverage(self.account_name, symbol or self.symbol, leverage)
 
     def set_margin_type(self, mode: str, *, symbol: str | None = None) -> str:
         """Set "ISOLATED" or "CROSSED" (`Exchange.set_margin_mode`); returns the mode set."""
+        self.commands += 1
         return self.ex.set_margin_mode(self.account_name, symbol or self.symbol, mode)
 
     # -- reads ----------------------------------------------------------------------------------
