@@ -110,7 +110,7 @@ def fmt_number(value: object) -> str:
 
 def fmt_ratio(value: object) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:.2f}x"
+        return f"{value:.2f}x" if abs(value) >= 0.1 else f"{value:.2g}x"
     return "-" if value is None else str(value)
 
 

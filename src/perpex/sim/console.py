@@ -45,6 +45,8 @@ ROWS: Final[tuple[tuple[str, str, str], ...]] = (
     ("traded_notional", "traded notional", "USDT"),
     ("strategy_pnl", "strategy PnL", "USDT"),
     ("strategy_max_drawdown", "strategy max drawdown", "%"),
+    ("strategy_liquidations", "strategy liquidated", ""),
+    ("strategy_stops_triggered", "strategy stops triggered", ""),
     ("commands", "engine commands", ""),
     ("events", "engine events", ""),
     ("state_hash", "state hash", ""),

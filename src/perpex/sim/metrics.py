@@ -29,6 +29,7 @@ from perpex.core.messages import (
     TradeExecuted,
 )
 
+STRATEGY_ACCOUNT: Final = "strategy"  # perpex.sim.agents.strategy.STRATEGY_ACCOUNT
 STOP_KINDS: Final = frozenset(
     {ConditionalKind.STOP_MARKET, ConditionalKind.STOP, ConditionalKind.TRAILING_STOP_MARKET}
 )
@@ -63,6 +64,8 @@ class RunMetrics:
     funding_paid_atoms: int = 0
     funding_received_atoms: int = 0
     stops_triggered: int = 0
+    strategy_liquidations: int = 0  # of the user's strategy's account ("strategy")
+    strategy_stops: int = 0
     trades: int = 0
     traded_notional_atoms: int = 0
     open_interest_lots: int = 0
@@ -113,6 +116,8 @@ class RunMetrics:
                 if e.symbol != symbol:
                     continue
                 self.liquidations += 1
+                if e.account == STRATEGY_ACCOUNT:
+                    self.strategy_liquidations += 1
                 if self.positions.get(e.account, 0) > 0:
                     self.liquidations_long += 1
                 else:
@@ -146,6 +151,8 @@ class RunMetrics:
                 stop = self.stop_prices.pop(e.order_id, None)
                 if e.kind in STOP_KINDS:
                     self.stops_triggered += 1
+                    if e.account == STRATEGY_ACCOUNT:
+                        self.strategy_stops += 1
                     if stop is not None and e.placed_order_id is not None:
                         account, side, stop_ticks = stop
                         if e.kind is ConditionalKind.TRAILING_STOP_MARKET:

@@ -528,6 +528,8 @@ def _summary(
         "traded_notional": usdt(m.traded_notional_atoms),
         "strategy_pnl": 0.0,
         "strategy_max_drawdown": 0.0,
+        "strategy_liquidations": m.strategy_liquidations,
+        "strategy_stops_triggered": m.strategy_stops,
         "commands": commands,
         "events": events,
         "state_hash": ex.state_hash(),
