@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck pytest demo bench clean compiled test-compiled bench-compiled
+.PHONY: venv test lint typecheck pytest demo bench clean compiled test-compiled bench-compiled \
+	sweep-demo
 
 # The optional accelerated build (setup.py): the core compiled with mypyc, in a venv of its own
 # so that the editable pure-Python install in .venv stays the reference.
@@ -18,7 +19,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
 lint: venv
@@ -36,13 +37,17 @@ demo: venv
 bench: venv
 	$(BIN)/python -m benchmarks
 
+# A small insurance-fund sweep on this machine's cores (about two minutes on 2 cores).
+sweep-demo: venv
+	$(BIN)/perpex sweep insurance-fund-sizing-small --out perpex-runs/sweep-small
+
 # Needs a C compiler and the Python headers; the plain build above needs neither.
 compiled: $(STAMP_C)
 
 $(STAMP_C): pyproject.toml setup.py $(wildcard src/perpex/*.py src/perpex/*/*.py)
 	$(PYTHON) -m venv $(VENV_C)
 	$(BIN_C)/python -m pip install --quiet --upgrade pip
-	$(BIN_C)/python -m pip install --quiet $(BUILD_TOOLS) '.[dev]'
+	$(BIN_C)/python -m pip install --quiet $(BUILD_TOOLS) '.[dev,ray]'
 	PERPEX_MYPYC=1 $(BIN_C)/python -m pip install --quiet --no-build-isolation --no-deps \
 		--force-reinstall .
 	rm -rf build

@@ -30,7 +30,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-MODULES = ["bench_edge", "bench_book", "bench_engine", "bench_risk", "bench_journal", "bench_sim"]
+MODULES = [
+    "bench_edge", "bench_book", "bench_engine", "bench_risk", "bench_journal", "bench_sim",
+    "bench_sweep",
+]  # fmt: skip
 COLUMNS = ("benchmark", "metric", "value", "baseline", "ratio", "goal")
 
 Row = dict[str, Any]

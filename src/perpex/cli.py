@@ -1,4 +1,5 @@
-"""The `perpex` command line: demo, simulate, scenarios, report, replay, journal, version."""
+"""The `perpex` command line: demo, simulate, scenarios, report, sweep, sweeps, replay, journal,
+version."""
 
 from __future__ import annotations
 
@@ -53,15 +54,54 @@ def scenarios(
 
 @app.command()
 def report(
-    run_dir: str = typer.Argument(..., help="a run directory written by perpex simulate"),
+    run_dir: str = typer.Argument(
+        ..., help="a run directory of perpex simulate (or its events/), or of perpex sweep"
+    ),
     out: str | None = typer.Option(
         None, "--out", help="the HTML file (default RUN_DIR/report.html)"
     ),
 ) -> None:
-    """Rebuild a run's HTML report from its event files alone."""
+    """Rebuild the HTML report of a run (from its event files alone) or of a sweep."""
     from perpex.sim.console import report as build
 
     build(run_dir, out)
+
+
+@app.command()
+def sweep(
+    name_or_path: str = typer.Argument(..., help="a shipped sweep (perpex sweeps) or a .toml"),
+    backend: str = typer.Option("local", "--backend", help="local (a process pool) or ray"),
+    workers: int | None = typer.Option(
+        None, "--workers", help="tasks run at once (default: this machine's CPUs)"
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="an existing Ray cluster (ray start --head prints it)"
+    ),
+    out: str | None = typer.Option(
+        None, "--out", help="results directory (default perpex-runs/sweeps/NAME)"
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="skip the tasks OUT/tasks.jsonl records as done; retry failures"
+    ),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="stop at the first failure"),
+) -> None:
+    """Run every (grid point, seed) of a sweep; write tasks, aggregate and a report."""
+    from perpex.sweep.console import sweep as run_sweep_command
+
+    run_sweep_command(
+        name_or_path, backend=backend, workers=workers, address=address, out=out,
+        resume=resume, fail_fast=fail_fast,
+    )  # fmt: skip
+
+
+@app.command()
+def sweeps(
+    as_json: bool = typer.Option(False, "--json", help="print name and question as JSON"),
+) -> None:
+    """List the shipped sweeps and the question each answers."""
+    from perpex.sweep.console import sweeps as list_sweeps
+
+    list_sweeps(as_json)
 
 
 journal_app = typer.Typer(add_completion=False, help="Inspect journals.")

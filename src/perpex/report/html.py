@@ -13,8 +13,6 @@ import html
 from collections.abc import Callable
 from pathlib import Path
 
-import plotly.offline
-
 from perpex.report.figures_funds import funding_section, insurance_section
 from perpex.report.figures_market import (
     depth_section,
@@ -23,7 +21,7 @@ from perpex.report.figures_market import (
     price_section,
 )
 from perpex.report.figures_traders import leverage_section, stops_section, strategy_section
-from perpex.report.layout import Section
+from perpex.report.layout import PAGE_CSS, Section, chart_html, inline_plotly_js
 from perpex.report.load import ReportError, Run, load_run
 from perpex.report.summary import headline, run_facts, summary_rows
 
@@ -40,30 +38,6 @@ SECTIONS: tuple[Callable[[Run], Section], ...] = (
 )
 """The charts, in page order (the header comes first)."""
 
-_CSS = """
-body { margin: 0; background: #f6f6f4; color: #1d1d1d;
-       font: 15px/1.55 system-ui, -apple-system, "Segoe UI", sans-serif; }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 20px 60px; }
-h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 19px; margin: 0 0 6px; }
-.question { font-size: 17px; font-style: italic; color: #444; margin: 0 0 14px; }
-.headline { font-size: 16px; background: #fff; border-left: 4px solid #d62728;
-            padding: 10px 14px; margin: 0 0 16px; }
-section, header { background: #fff; border: 1px solid #e2e2e2; border-radius: 6px;
-                  padding: 16px 18px; margin: 0 0 18px; }
-.caption { color: #333; margin: 0 0 8px; max-width: 75ch; }
-.tables { display: flex; flex-wrap: wrap; gap: 24px; }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { text-align: left; padding: 3px 12px 3px 0; border-bottom: 1px solid #eee;
-         vertical-align: top; }
-th { color: #666; font-weight: 500; }
-td.num { font-variant-numeric: tabular-nums; }
-nav { font-size: 13px; margin: 0 0 16px; }
-nav a { margin-right: 12px; color: #1f77b4; text-decoration: none; }
-footer { font-size: 12px; color: #777; }
-"""
-
-_PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
 def _table(rows: list[tuple[str, str]], caption: str) -> str:
@@ -93,12 +67,7 @@ def _header(run: Run) -> str:
 def _section(number: int, section: Section) -> str:
     chart = ""
     if section.figure is not None:
-        chart = section.figure.to_html(
-            full_html=False,
-            include_plotlyjs=False,
-            div_id=f"chart-{section.key}",
-            config=_PLOT_CONFIG,
-        )
+        chart = chart_html(section.figure, f"chart-{section.key}")
     return (
         f'<section id="{html.escape(section.key)}">'
         f"<h2>{number}. {html.escape(section.title)}</h2>"
@@ -112,17 +81,13 @@ def render(run: Run) -> str:
     sections = [make(run) for make in SECTIONS]
     nav = "".join(f'<a href="#{html.escape(s.key)}">{html.escape(s.title)}</a>' for s in sections)
     body = "".join(_section(i, s) for i, s in enumerate(sections, start=2))
-    # "</" inside an inline script would end it early; plotly.js is built without it, and the
-    # check keeps a future bundle from silently breaking the page.
-    plotly_js = plotly.offline.get_plotlyjs()
-    if "</script" in plotly_js.lower():
-        plotly_js = plotly_js.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
+    plotly_js = inline_plotly_js()
     title = html.escape(f"perpex report: {run.meta.scenario}")
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{title}</title><style>{_CSS}</style>"
+        f"<title>{title}</title><style>{PAGE_CSS}</style>"
         f'<script type="text/javascript">{plotly_js}</script>'
         "</head><body><main>"
         f"{_header(run)}<nav>{nav}</nav>{body}"

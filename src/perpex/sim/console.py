@@ -140,10 +140,15 @@ def scenarios(as_json: bool) -> None:
 
 
 def report(run_dir: str, out: str | None) -> None:
-    from perpex.report import ReportError, build_report
+    """The report of a simulation run (its directory or its events/), or of a sweep (a
+    directory with aggregate.parquet), rebuilt from the files alone."""
+    from perpex.report import ReportError, build_report, build_sweep_report
 
     try:
-        path = build_report(run_dir, out)
+        if (Path(run_dir) / "aggregate.parquet").is_file():
+            path = build_sweep_report(run_dir, out)
+        else:
+            path = build_report(run_dir, out)
     except ReportError as exc:
         fail(str(exc))
         return
