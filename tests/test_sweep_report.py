@@ -24,7 +24,8 @@ import pytest
 
 from perpex.report import ReportError, build_sweep_report
 from perpex.report.sweep_figures import wilson
-from perpex.report.sweep_html import findings, read_sweep
+from perpex.report.sweep_findings import findings
+from perpex.report.sweep_load import read_sweep
 
 FUND = "exchange.insurance_fund"
 LEVERAGE = "agents.traders.leverage"

@@ -9,8 +9,8 @@ slippage and the strategy's equity. `ReportError` when the directory is not a ru
 smallest insurance fund that kept P(ADL) under the sweep's target, in words, and heatmaps.
 """
 
+from perpex.report.files import ReportError
 from perpex.report.html import build_report
-from perpex.report.load import ReportError
 from perpex.report.sweep_html import build_sweep_report
 
 __all__ = ["ReportError", "build_report", "build_sweep_report"]

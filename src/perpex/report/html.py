@@ -21,8 +21,9 @@ from perpex.report.figures_market import (
     price_section,
 )
 from perpex.report.figures_traders import leverage_section, stops_section, strategy_section
+from perpex.report.files import write_page
 from perpex.report.layout import PAGE_CSS, Section, chart_html, inline_plotly_js
-from perpex.report.load import ReportError, Run, load_run
+from perpex.report.load import Run, load_run
 from perpex.report.summary import headline, run_facts, summary_rows
 
 SECTIONS: tuple[Callable[[Run], Section], ...] = (
@@ -109,15 +110,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run = load_run(run_path)
     out_path = run_path / "report.html" if out is None else Path(out)
     page = render(run)
-    # Write then rename: a reader never sees half a report.
-    partial = out_path.with_name(out_path.name + ".partial")
-    try:
-        partial.write_text(page, encoding="utf-8")
-        partial.replace(out_path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise ReportError(f"cannot write the report to {out_path}: {exc}") from exc
-    return out_path
+    return write_page(page, out_path)
 
 
 __all__ = ["SECTIONS", "build_report", "render"]

@@ -14,7 +14,6 @@ A run directory (written by the simulator's runner):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -25,6 +24,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from perpex.report.files import ReportError, read_json_object, read_parquet
 
 Array = npt.NDArray[Any]
 
@@ -45,10 +46,6 @@ SAMPLE_COLUMNS = (
     "makers_away",
 )
 """The samples columns the report reads; a run missing one is refused with its name."""
-
-
-class ReportError(ValueError):
-    """The directory is not a simulation run, or one of its files cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -116,17 +113,11 @@ def read_meta(run_dir: Path) -> RunMeta:
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir} is not a directory (expected a simulation run directory)")
     path = run_dir / "meta.json"
-    if not path.is_file():
-        raise ReportError(
-            f"{run_dir} is not a simulation run: it has no meta.json "
-            "(a run directory holds meta.json, samples.parquet and events/)"
-        )
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read meta.json: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ReportError(f"{path}: meta.json must hold a JSON object")
+    raw = read_json_object(
+        path,
+        f"{run_dir} is not a simulation run: it has no meta.json "
+        "(a run directory holds meta.json, samples.parquet and events/)",
+    )
     summary = raw.get("summary", {})
     if not isinstance(summary, dict):
         raise ReportError(f"{path}: meta.json 'summary' must be an object")
@@ -152,20 +143,6 @@ def read_meta(run_dir: Path) -> RunMeta:
     return meta
 
 
-def _read_table(path: Path, columns: list[str], filters: Any = None) -> pa.Table:
-    try:
-        schema = pq.read_schema(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise ReportError(f"{path}: cannot read it as parquet: {exc}") from exc
-    missing = [name for name in columns if name not in schema.names]
-    if missing:
-        raise ReportError(f"{path}: missing column(s) {', '.join(missing)}")
-    try:
-        return pq.read_table(path, columns=columns, filters=filters)
-    except (OSError, pa.ArrowException) as exc:
-        raise ReportError(f"{path}: cannot read it: {exc}") from exc
-
-
 def _to_numpy(table: pa.Table, name: str) -> Array:
     column = table.column(name)
     if column.null_count:
@@ -180,7 +157,7 @@ def read_samples(run_dir: Path) -> dict[str, Array]:
         raise ReportError(
             f"{run_dir} is not a complete simulation run: it has meta.json but no samples.parquet"
         )
-    table = _read_table(path, list(SAMPLE_COLUMNS))
+    table = read_parquet(path, list(SAMPLE_COLUMNS))
     if table.num_rows == 0:
         raise ReportError(f"{path}: no rows (the run recorded no step)")
     samples = {name: _to_numpy(table, name) for name in SAMPLE_COLUMNS}
@@ -212,7 +189,7 @@ def read_events(
     path = event_path(run_dir, kind)
     if not path.is_file():
         return None
-    table = _read_table(path, columns, filters)
+    table = read_parquet(path, columns, filters)
     return {name: _to_numpy(table, name) for name in columns}
 
 
@@ -224,7 +201,7 @@ def read_liquidation_trades(run_dir: Path) -> dict[str, Array] | None:
     path = event_path(run_dir, "TradeExecuted")
     if not path.is_file():
         return None
-    table = _read_table(path, [*columns, "liquidation"], filters=[("liquidation", "==", True)])
+    table = read_parquet(path, [*columns, "liquidation"], filters=[("liquidation", "==", True)])
     return {name: _to_numpy(table, name) for name in columns}
 
 
@@ -234,7 +211,7 @@ def read_optional(run_dir: Path, name: str, columns: list[str]) -> dict[str, Arr
     path = run_dir / f"{name}.parquet"
     if not path.is_file():
         return None
-    table = _read_table(path, columns)
+    table = read_parquet(path, columns)
     if table.num_rows == 0:
         return None
     out: dict[str, Array] = {}

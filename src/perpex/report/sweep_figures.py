@@ -2,7 +2,7 @@
 aggregate pooled over the fund × one other parameter, Wilson intervals, and the plotly charts.
 
 Inputs are the columns of a sweep's `aggregate.parquet` (one row per grid point; the reading
-is `perpex.report.sweep_html`'s job). P(ADL) is a share of a point's successful runs (0..1);
+is `perpex.report.sweep_load`'s job). P(ADL) is a share of a point's successful runs (0..1);
 fund drawdowns and bad debt are USDT floats. Everything here is display: floats are fine.
 """
 

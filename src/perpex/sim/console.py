@@ -124,19 +124,23 @@ def simulate(
     console.print(f"wall time {result.wall_seconds:.1f} s")
 
 
-def scenarios(as_json: bool) -> None:
-    from perpex.sim.scenario import shipped_scenarios
-
-    rows = shipped_scenarios()
+def list_shipped(rows: Sequence[tuple[str, str]], title: str, as_json: bool) -> None:
+    """(name, question) rows: a rich table, or one JSON array for scripts."""
     if as_json:
         sys.stdout.write(json.dumps([{"name": n, "question": q} for n, q in rows]) + "\n")
         return
-    table = Table(title="shipped scenarios (perpex simulate NAME)", title_justify="left")
+    table = Table(title=title, title_justify="left")
     table.add_column("name", style="bold")
     table.add_column("the question it answers")
     for name, question in rows:
         table.add_row(name, question)
     Console().print(table)
+
+
+def scenarios(as_json: bool) -> None:
+    from perpex.sim.scenario import shipped_scenarios
+
+    list_shipped(shipped_scenarios(), "shipped scenarios (perpex simulate NAME)", as_json)
 
 
 def report(run_dir: str, out: str | None) -> None:
@@ -155,4 +159,4 @@ def report(run_dir: str, out: str | None) -> None:
     Console().print(f"report    {path}")
 
 
-__all__ = ["ROWS", "fail", "report", "scenarios", "simulate", "summary_table"]
+__all__ = ["ROWS", "fail", "list_shipped", "report", "scenarios", "simulate", "summary_table"]

@@ -10,7 +10,6 @@ Money in the table is USDT, as in the simulator's summary.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -20,7 +19,7 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 
-from perpex.sim.console import fail
+from perpex.sim.console import fail, list_shipped
 
 DEFAULT_OUT: Final = Path("perpex-runs") / "sweeps"  # + the sweep's name
 ERRORS_SHOWN: Final = 3  # failed tasks listed after the table (all are in tasks.parquet)
@@ -134,16 +133,7 @@ def sweep(
 def sweeps(as_json: bool) -> None:
     from perpex.sweep.spec import shipped_sweeps
 
-    rows = shipped_sweeps()
-    if as_json:
-        sys.stdout.write(json.dumps([{"name": n, "question": q} for n, q in rows]) + "\n")
-        return
-    table = Table(title="shipped sweeps (perpex sweep NAME)", title_justify="left")
-    table.add_column("name", style="bold")
-    table.add_column("the question it answers")
-    for name, question in rows:
-        table.add_row(name, question)
-    Console().print(table)
+    list_shipped(shipped_sweeps(), "shipped sweeps (perpex sweep NAME)", as_json)
 
 
 __all__ = ["DEFAULT_OUT", "aggregate_table", "sweep", "sweeps"]
