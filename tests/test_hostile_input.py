@@ -31,17 +31,19 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from perpex import Exchange, ExchangeError
+from perpex import Exchange, ExchangeError, Token
 from perpex.core.messages import (
     AdvanceClock,
     CancelOrder,
     ConditionalKind,
+    CreateTokens,
     Deposit,
     MassQuote,
     OrderType,
     PlaceConditionalOrder,
     PlaceExitLadder,
     PlaceOrder,
+    RedeemTokens,
     SetLeverage,
     SetMarginMode,
     TimeInForce,
@@ -55,11 +57,13 @@ ETH: Final = "ETHUSDT"
 HUGE_INT: Final = 10**5000  # more digits than int->str allows (4,300): never formatted
 HUGE_EXP: Final = "1e999999999999"
 TINY_EXP: Final = "1e-999999999999"
+TOKENS: Final = [Token("BTCUP3", BTC, "3"), Token("BTCDOWN3", BTC, "-3")]
 
 
 def prepared() -> Exchange:
-    """alice long 0.1 BTC (cross), bob quoting both sides, carol flat with cash."""
-    ex = Exchange(insurance_fund="1000")
+    """alice long 0.1 BTC (cross), bob quoting both sides, carol flat with cash; two
+    leveraged tokens listed on BTCUSDT."""
+    ex = Exchange(insurance_fund="1000", tokens=TOKENS)
     ex.set_index_price(BTC, "60000")
     ex.set_index_price(ETH, "3000")
     for name, cash in (("alice", "10000"), ("bob", "1000000"), ("carol", "5000")):
@@ -291,6 +295,8 @@ VALID: Final[dict[str, list[tuple[str, object]]]] = {
     "signed_amount": pool("10", "-10", "100", "-0.5"),
     "leverage": pool(1, 5, 10, 20, 125, 126, 0),
     "mode": pool("ISOLATED", "CROSSED"),
+    "token": pool("BTCUP3", "BTCUP3", "BTCDOWN3"),
+    "token_qty": pool("1", "0.5", "0.00000001", 2, Decimal("0.25"), "0.10000000"),
     "order_id": pool(*range(1, 16), None),
     "seconds": pool(0, 1, 60, "0.5", 3600, Decimal("1.25")),
     "quotes": pool({"binance": "60000"}, {"binance": "60000", "okx": "60010"}, {"nope": "1"}),
@@ -348,6 +354,8 @@ METHODS: Final[list[tuple[str, tuple[str, ...]]]] = [
                            "rate", "working")),
     ("submit", ("account", "symbol", "int", "int", "int", "int")),
     ("mass_quote", ("account", "symbol", "bids", "asks")),
+    ("create_tokens", ("account", "token", "amount")),
+    ("redeem_tokens", ("account", "token", "token_qty")),
 ]  # fmt: skip
 HOSTILE_INTS: Final = [-1, 0, 2**63, -(2**63), HUGE_INT, True, 1.5, "1", None, [], Decimal(1)]
 VALID_INTS: Final = [1, 1, 5, 10, 599_000, 600_000, 300_000, 30_000]
@@ -355,7 +363,7 @@ VALID_INTS: Final = [1, 1, 5, 10, 599_000, 600_000, 300_000, 30_000]
 
 def hostile_pool(kind: str) -> list[tuple[str, object]]:
     names = HOSTILE_NAMES if kind in ("account", "symbol", "side", "type", "tif", "cid",
-                                      "mode", "working") else []  # fmt: skip
+                                      "mode", "working", "token") else []  # fmt: skip
     return HOSTILE_ANY + names + HOSTILE_EXTRA.get(kind, [])
 
 
@@ -371,6 +379,7 @@ def pick(kind: str, hostile: bool, index: int) -> tuple[str, object]:
 def typed_command(args: list[object]) -> object:
     """One of a few typed commands, its integer fields drawn from the `int` pools."""
     account, symbol, a, b, c, d = args
+    token = "BTCUP3" if symbol == BTC else symbol  # a hostile symbol stands for a hostile token
     shapes: list[Callable[[], object]] = [
         lambda: PlaceOrder(account, symbol, 1 if a == 1 else a, OrderType.LIMIT,  # type: ignore[arg-type]
                            TimeInForce.GTC, b, c),  # type: ignore[arg-type]
@@ -387,6 +396,8 @@ def typed_command(args: list[object]) -> object:
                                       callback_rate_ppm=a),  # type: ignore[arg-type]
         lambda: PlaceExitLadder(account, symbol, ((c, 1_000_000),), c, a),  # type: ignore[arg-type]
         lambda: MassQuote(account, symbol, ((a, c, b), (-1, c, b))),  # type: ignore[arg-type]
+        lambda: CreateTokens(account, token, c),  # type: ignore[arg-type]
+        lambda: RedeemTokens(account, token, b),  # type: ignore[arg-type]
     ]
     return shapes[(d if isinstance(d, int) and not isinstance(d, bool) else 7) % len(shapes)]()
 
@@ -477,7 +488,7 @@ def test_hostile_calls_through_a_journal(tmp_path: Path, draws: list[Draw]) -> N
     """The same, journaled: whatever reaches the journal must encode (64-bit integers), and a
     reopened journal recovers to the same state."""
     path = tmp_path / f"hostile-{next(JOURNALS)}.db"
-    ex = Exchange(journal=path)
+    ex = Exchange(journal=path, tokens=TOKENS)
     ex.set_index_price(BTC, "60000")
     ex.deposit("bob", "1000000")
     ex.place_order("bob", BTC, "SELL", "LIMIT", "0.5", "60100")
@@ -488,7 +499,7 @@ def test_hostile_calls_through_a_journal(tmp_path: Path, draws: list[Draw]) -> N
             check_contract(ex, label, call)
     digest = ex.state_hash()
     ex.close()
-    with Exchange(journal=path) as again:
+    with Exchange(journal=path, tokens=TOKENS) as again:
         assert again.state_hash() == digest
 
 
@@ -509,7 +520,7 @@ def test_the_hypothesis_test_covers_every_mutating_method() -> None:
     mutating = {
         "deposit", "withdraw", "set_leverage", "set_margin_mode", "add_isolated_margin",
         "set_index_price", "update_sources", "advance_time", "place_order", "cancel_order",
-        "place_exit_ladder", "submit", "mass_quote",
+        "place_exit_ladder", "submit", "mass_quote", "create_tokens", "redeem_tokens",
     }  # fmt: skip
     assert mutating <= _all_methods_covered()
     public: set[str] = {n for n in dir(Exchange) if not n.startswith("_")}
@@ -517,6 +528,7 @@ def test_the_hypothesis_test_covers_every_mutating_method() -> None:
              "funding_history", "funding_rate", "index_price", "insurance_fund",
              "insurance_fund_history", "mark_price", "open_orders", "order_book", "position",
              "state_hash", "time_ns", "to_ticks", "to_lots", "from_ticks", "from_lots",
-             "take_events"}  # fmt: skip  (take_events hands over the log: no economic state)
+             "take_events", "token", "token_balance",
+             "token_nav_history"}  # fmt: skip  (take_events hands over the log: no economic state)
     assert public - reads <= mutating, f"a new mutating method? {public - reads - mutating}"
 

@@ -35,6 +35,8 @@ PUBLIC_API: Final = [
     "MarketError",
     "Order",
     "Position",
+    "Token",
+    "TokenInfo",
 ]
 
 CORE_THIRD_PARTY: Final = frozenset({"numpy", "msgspec"})

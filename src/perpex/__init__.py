@@ -5,7 +5,7 @@ The public API is what `__all__` lists; everything else is importable but privat
 
 from perpex.core.markets import Bracket, Market, MarketError
 from perpex.errors import ExchangeError
-from perpex.exchange import Account, Exchange, Order, Position
+from perpex.exchange import Account, Exchange, Order, Position, Token, TokenInfo
 from perpex.version import __version__ as __version__
 
 __all__ = [
@@ -17,4 +17,6 @@ __all__ = [
     "MarketError",
     "Order",
     "Position",
+    "Token",
+    "TokenInfo",
 ]

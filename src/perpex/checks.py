@@ -4,7 +4,8 @@ A typed command (perpex.core.messages) skips the decimal parsing of `perpex.pars
 rules: every field must be what parsing would have produced. Names match the same patterns,
 symbols are listed, enums are enum members, flags are bools, prices and quantities are
 positive and every integer fits the journal's 63 bits; a market order carries no price and is
-IOC, as `Exchange.place_order` builds it. (Ticks and lots are on the grid by construction.)
+IOC, as `Exchange.place_order` builds it; a token is listed and a token quantity within the
+engine's supply bound. (Ticks, lots and token units are on the grid by construction.)
 So a command refused here is one the facade could not have built, and is refused with the
 code the facade gives for the same mistake; everything past these checks (price range and
 band, margin, limits) is the engine's, and comes back as `OrderRejected` / `RequestRejected`.
@@ -12,7 +13,7 @@ band, margin, limits) is the engine's, and comes back as `OrderRejected` / `Requ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Final
 
 from perpex import parse
@@ -23,6 +24,7 @@ from perpex.core.messages import (
     CancelOrder,
     Command,
     ConditionalKind,
+    CreateTokens,
     Deposit,
     DepositInsurance,
     MassQuote,
@@ -30,6 +32,8 @@ from perpex.core.messages import (
     PlaceConditionalOrder,
     PlaceExitLadder,
     PlaceOrder,
+    Reason,
+    RedeemTokens,
     SetFundingRate,
     SetLeverage,
     SetMarginMode,
@@ -39,7 +43,8 @@ from perpex.core.messages import (
     Withdraw,
     WorkingType,
 )
-from perpex.errors import ExchangeError, invalid_symbol, mandatory, not_required
+from perpex.core.tokens import MAX_TOKEN_UNITS
+from perpex.errors import ExchangeError, error_for, invalid_symbol, mandatory, not_required
 
 INT64_LIMIT: Final = parse.INT64_LIMIT
 MAX_KNOWN_NAMES: Final = 1_000_000  # accounts remembered as checked (then the cache restarts)
@@ -98,8 +103,9 @@ def _amount(value: object, *, allow_negative: bool = False) -> None:
 class Checker:
     """Names and typed commands, checked as the facade checks what it builds."""
 
-    def __init__(self, symbols: Mapping[str, object]) -> None:
+    def __init__(self, symbols: Mapping[str, object], tokens: Collection[str] = ()) -> None:
         self.symbols = symbols
+        self.tokens = frozenset(tokens)  # the listed leveraged tokens' names
         self.known_accounts: set[str] = set()
         self._by_type: dict[type, Callable[[Command], None]] = {
             PlaceOrder: self._place_order,  # type: ignore[dict-item]
@@ -117,6 +123,8 @@ class Checker:
             PlaceConditionalOrder: self._place_conditional,  # type: ignore[dict-item]
             PlaceExitLadder: self._place_exit_ladder,  # type: ignore[dict-item]
             MassQuote: self._mass_quote,  # type: ignore[dict-item]
+            CreateTokens: self._create_tokens,  # type: ignore[dict-item]
+            RedeemTokens: self._redeem_tokens,  # type: ignore[dict-item]
         }
 
     # -- names -----------------------------------------------------------------------------
@@ -135,6 +143,12 @@ class Checker:
         if type(symbol) is not str or symbol not in self.symbols:
             raise invalid_symbol()
         return symbol
+
+    def token(self, token: object) -> str:
+        """A listed leveraged token's name (-1121 "Invalid token." otherwise)."""
+        if type(token) is not str or token not in self.tokens:
+            raise error_for(Reason.UNKNOWN_TOKEN)
+        return token
 
     def _names(self, account: object, symbol: object) -> None:
         self.symbol(symbol)
@@ -351,6 +365,23 @@ class Checker:
                 raise parse.invalid_side()
             _price(price)
             _qty(qty)
+
+    def _create_tokens(self, c: CreateTokens) -> None:
+        self.token(c.token)
+        self.account(c.account)
+        _amount(c.quote_atoms)
+
+    def _redeem_tokens(self, c: RedeemTokens) -> None:
+        """As `Exchange.redeem_tokens` builds it: 0 < units <= MAX_TOKEN_UNITS."""
+        self.token(c.token)
+        self.account(c.account)
+        units = c.units
+        if type(units) is not int:
+            raise parse.qty_error(parse.Failure.NOT_A_NUMBER)
+        if units <= 0:
+            raise parse.qty_error(parse.Failure.NOT_POSITIVE)
+        if units > MAX_TOKEN_UNITS:
+            raise parse.qty_error(parse.Failure.TOO_LARGE)
 
 
 __all__ = ["Checker"]

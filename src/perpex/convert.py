@@ -1,12 +1,14 @@
 """The facade's conversions: a market's scales, and engine records and events to decimal views.
 
 Parsing (decimals to integers) is `perpex.parse`; this module goes the other way, from the
-engine's integers (ticks, lots, atoms) to the `perpex.views` the facade returns. Prices on a
-position carry 8 decimals, as Binance's positionRisk shows them (DESIGN.md §7).
+engine's integers (ticks, lots, atoms, ppm, token units, ns) to the `perpex.views` the facade
+returns. Prices on a position carry 8 decimals, as Binance's positionRisk shows them (DESIGN.md
+§7); times are UTC datetimes (to the microsecond: the ns below it are dropped).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Final
@@ -23,13 +25,18 @@ from perpex.core.messages import (
     TradeExecuted,
 )
 from perpex.core.orders import ConditionalOrder, trigger_price_ticks
+from perpex.core.tokens import TOKEN_UNITS, TokenState
 from perpex.core.units import Rounding, atoms_to_decimal, div
 from perpex.parse import UnitScale
-from perpex.views import Account, Order, Position, lazy_order, round_half_even
+from perpex.views import Account, Order, Position, TokenInfo, lazy_order, round_half_even
 
 SHOWN_PRICE_DECIMALS: Final = 8  # positionRisk shows entry/liquidation prices with 8 decimals
 CALLBACK_RATE_UNIT: Final = Decimal("0.0001")  # callbackRate is in per cent: 1 ppm = 0.0001 %
 SIDE_NAMES: Final = {1: "BUY", -1: "SELL"}
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+TOKEN_DECIMALS: Final = 8  # a token quantity is an integer of 1e-8 token
+PPM_DECIMALS: Final = 6  # leverages and rates in ppm
+assert 10**TOKEN_DECIMALS == TOKEN_UNITS
 
 
 class MarketEdge:
@@ -229,4 +236,39 @@ def account_view(engine: Engine, account: str) -> Account:
         open_order_margin=d(f.open_order_margin_atoms),
         available_balance=d(f.available_atoms),
         max_withdraw_amount=d(f.max_withdraw_atoms),
+    )
+
+
+# -- times and leveraged tokens ----------------------------------------------------------------
+def ns_to_datetime(ns: int) -> datetime:
+    """The engine's clock (ns since the epoch) as a UTC datetime, to the microsecond."""
+    return EPOCH + timedelta(microseconds=ns // 1_000)
+
+
+def token_units_to_decimal(units: int) -> Decimal:
+    return Decimal(units).scaleb(-TOKEN_DECIMALS)
+
+
+def ppm_to_decimal(ppm: int) -> Decimal:
+    return Decimal(ppm).scaleb(-PPM_DECIMALS)
+
+
+def token_view(engine: Engine, t: TokenState) -> TokenInfo:
+    tokens = engine.tokens
+    spec = t.spec
+    market = engine.market(spec.symbol)
+    exposure_atoms = tokens.position_lots(t) * market.mark_ticks * market.spec.atoms_per_tick_lot
+    return TokenInfo(
+        name=spec.name,
+        symbol=spec.symbol,
+        target_leverage=ppm_to_decimal(spec.leverage_ppm),
+        nav=atoms_to_decimal(tokens.nav_atoms(t)),
+        leverage=ppm_to_decimal(tokens.leverage_ppm(t)),
+        exposure=atoms_to_decimal(exposure_atoms),
+        tokens_outstanding=token_units_to_decimal(t.supply_units),
+        pool_equity=atoms_to_decimal(tokens.equity_atoms(t)),
+        halted=t.halted,
+        # 0 is the engine's "never" (a threshold rebalance at the epoch itself reads the same)
+        last_rebalance=ns_to_datetime(t.last_rebalance_ns) if t.last_rebalance_ns else None,
+        next_rebalance=ns_to_datetime(t.next_rebalance_ns),
     )

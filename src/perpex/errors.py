@@ -125,6 +125,13 @@ REASON_CODES: dict[Reason, tuple[int, str]] = {
         -1130,
         "Data sent for parameter 'quotes' is not valid: a bid is not below every ask.",
     ),
+    # Leveraged tokens (Binance's BLVT endpoints answer -1121-like and -2010-like errors).
+    Reason.UNKNOWN_TOKEN: (-1121, "Invalid token."),
+    Reason.TOKEN_HALTED: (
+        -2010,
+        "NEW_ORDER_REJECTED: the token is halted: its NAV is not known until the next rebalance.",
+    ),
+    Reason.TOKEN_BALANCE_INSUFFICIENT: (-2019, "Token balance is insufficient."),
 }
 
 

@@ -8,7 +8,8 @@ succeeds or raises `ExchangeError`, and a call that raises has changed nothing
 
 Programs that generate orders in bulk use `Exchange.submit(commands)`: typed engine commands
 in integer units, checked the same way (`perpex.checks`), journaled the same way, events out.
-Views (`Order`, `Position`, ...) are in `perpex.views`, conversions in `perpex.convert`.
+Views (`Order`, `Position`, ...) are in `perpex.views`, conversions in `perpex.convert`;
+leveraged tokens (`Token`, `create_tokens`, ...) in `perpex.exchange_tokens`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from perpex.core.messages import (
     DepositInsurance,
     Event,
     Reason,
+    RequestRejected,
     SetFundingRate,
     SetLeverage,
     SetMarginMode,
@@ -41,23 +43,35 @@ from perpex.core.messages import (
     Withdraw,
 )
 from perpex.core.oracle import IndexConfig
+from perpex.core.tokens import TokenSpec
 from perpex.core.units import to_decimal
 from perpex.defaults import default_markets
 from perpex.errors import ExchangeError, error_for, mandatory
 from perpex.exchange_base import internal_error
 from perpex.exchange_orders import OrderCalls
 from perpex.exchange_reads import ExchangeReads
+from perpex.exchange_tokens import Token, TokenCalls, compile_tokens
 from perpex.journal import JournaledEngine
 from perpex.parse import INT64_LIMIT, NumberError, choice, price_ticks
-from perpex.views import Account, FundingPayment, FundingRate, InsuranceFundChange, Order, Position
+from perpex.views import (
+    Account,
+    FundingPayment,
+    FundingRate,
+    InsuranceFundChange,
+    Order,
+    Position,
+    TokenInfo,
+)
 
 
-class Exchange(OrderCalls, ExchangeReads):
+class Exchange(OrderCalls, TokenCalls, ExchangeReads):
     """An in-process exchange. See DESIGN.md §7 for the full surface.
 
     The methods live by job: construction, money, settings, the oracle and the clock, and
-    the driver path `submit` here; orders in `perpex.exchange_orders`; views in
-    `perpex.exchange_reads`; the shared plumbing in `perpex.exchange_base`.
+    the driver path `submit` here; orders in `perpex.exchange_orders`; leveraged tokens in
+    `perpex.exchange_tokens`; views in `perpex.exchange_reads`; the shared plumbing in
+    `perpex.exchange_base`. `tokens` lists leveraged tokens (`Token`, MECHANICS.md §6); they
+    are part of the configuration a journal records, like the markets.
     """
 
     def __init__(
@@ -72,6 +86,7 @@ class Exchange(OrderCalls, ExchangeReads):
         index_sources: Mapping[str, int] | None = None,
         funding: FundingConfig | Mapping[str, FundingConfig] | None = None,
         funding_history: Mapping[str, FundingSchedule | str | os.PathLike[str]] | None = None,
+        tokens: Sequence[Token | TokenSpec] | None = None,
     ) -> None:
         # The insurance funds' seeds: an amount for the common fund, or {symbol or "": amount}
         # (a symbol with a fund of its own, `LiquidationConfig.fund_symbols`; "" the common one).
@@ -98,7 +113,8 @@ class Exchange(OrderCalls, ExchangeReads):
         specs = [compile_market(m) for m in (markets if markets is not None else default_markets())]
         self._specs: dict[str, MarketSpec] = {s.symbol: s for s in specs}
         self._markets: dict[str, MarketEdge] = {s.symbol: MarketEdge(s) for s in specs}
-        self._check = Checker(self._markets)
+        token_specs = compile_tokens(tokens or [], self._specs)  # ValueError for a bad Token
+        self._check = Checker(self._markets, [t.name for t in token_specs])
         self._known_accounts = self._check.known_accounts
         for fund in seeds:
             if fund != "":
@@ -124,8 +140,10 @@ class Exchange(OrderCalls, ExchangeReads):
             liquidation=liquidation,
             index=index,
             funding=funding_configs,
+            tokens=token_specs,
         )
         self._events: list[Event] = []
+        self._log_start_ns = 0  # the clock where the event log begins
         self.journal: JournaledEngine | None = None
         if journal is not None:
             # Startup is recovery: open or create the file, restore, replay (the replayed
@@ -138,12 +156,18 @@ class Exchange(OrderCalls, ExchangeReads):
                 liquidation=liquidation,  # part of the journal's config fingerprint
                 index=index,
                 funding=funding_configs,
+                tokens=token_specs,  # part of the fingerprint too
                 on_events=self._events.extend,
             )
             self.engine = self.journal.engine
+            self._log_start_ns = self.journal.report.start_clock_ns
         fresh = self.journal is None or self.journal.last_seq == 0
         if start_time is not None and fresh:
-            self._apply(AdvanceClock(parse.start_time_ns(start_time)))
+            started = self._apply(AdvanceClock(parse.start_time_ns(start_time)))
+            if started and isinstance(started[0], RequestRejected):  # never silently at 1970
+                self.close()
+                reason = started[0].reason.name
+                raise ValueError(f"start_time={start_time!r} was refused by the engine: {reason}")
         if fresh:  # the funds' seeds, journaled like deposits: the common one first
             for fund in sorted(fund_atoms):
                 self._apply(DepositInsurance(fund_atoms[fund], fund))
@@ -319,5 +343,7 @@ __all__ = [
     "InsuranceFundChange",
     "Order",
     "Position",
+    "Token",
+    "TokenInfo",
     "to_decimal",
 ]

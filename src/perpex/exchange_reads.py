@@ -30,6 +30,8 @@ from perpex.views import (
 class ExchangeReads(ExchangeBase):
     """`Exchange`'s views: nothing here changes the state."""
 
+    _log_start_ns: int  # the clock where the event log begins (start, recovery, take_events)
+
     # -- units, for users of `submit` -------------------------------------------------------
     def to_ticks(self, symbol: str, price: object) -> int:
         """A decimal price in the symbol's ticks, parsed as `place_order` parses it."""
@@ -171,10 +173,12 @@ class ExchangeReads(ExchangeBase):
 
         For a driver that keeps its own record (the simulator streams them to Parquet): the
         facade's log then stays small on a run of millions of events. Reads that come from
-        the log (`funding_history`, `insurance_fund_history`) see only what was not taken.
+        the log (`funding_history`, `insurance_fund_history`, `token_nav_history`) see only
+        what was not taken.
         """
         taken = self._events[:]
         self._events.clear()
+        self._log_start_ns = self.engine.clock_ns
         return taken
 
     def state_hash(self) -> str:

@@ -35,6 +35,7 @@ from decimal import Decimal
 from typing import Final, TypeVar
 
 from perpex.core.messages import ConditionalKind, OrderType, TimeInForce, WorkingType
+from perpex.core.tokens import MAX_TOKEN_UNITS, TOKEN_UNITS
 from perpex.errors import ExchangeError, mandatory, too_precise
 
 NS_PER_SECOND: Final = 1_000_000_000
@@ -247,6 +248,8 @@ ATOM_SCALE: Final = UnitScale(Decimal("0.000001"))  # USDT amounts, in atoms
 NS_SCALE: Final = UnitScale(Decimal("0.000000001"))  # seconds, in ns
 CALLBACK_RATE_SCALE: Final = UnitScale(Decimal("0.0001"))  # per cent, in ppm
 FRACTION_SCALE: Final = UnitScale(Decimal("0.000001"))  # exit-ladder fractions, in ppm
+TOKEN_SCALE: Final = UnitScale(Decimal("0.00000001"))  # leveraged-token quantities, in units
+assert TOKEN_SCALE.mult == TOKEN_UNITS
 
 
 # -- numbers, with Binance's code for each parameter -------------------------------------------
@@ -305,6 +308,18 @@ def amount_atoms(value: object, *, allow_negative: bool = False) -> int:
     if atoms == 0:
         raise invalid_amount()
     return atoms
+
+
+def token_units(value: object) -> int:
+    """A quantity of leveraged tokens in units (1e-8 token): > 0 (-4003), at most 8 decimals
+    (-1111: never rounded), within the engine's supply bound `MAX_TOKEN_UNITS` (-4005)."""
+    try:
+        units = TOKEN_SCALE.units(value)
+    except NumberError as exc:
+        raise qty_error(exc.failure) from None
+    if units > MAX_TOKEN_UNITS:
+        raise qty_error(Failure.TOO_LARGE)
+    return units
 
 
 def seconds_ns(value: object) -> int:

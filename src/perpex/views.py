@@ -1,4 +1,5 @@
-"""What the facade returns: frozen views of orders, positions, accounts, funding and the fund.
+"""What the facade returns: frozen views of orders, positions, accounts, funding, the fund and
+leveraged tokens.
 
 Decimals out, as DESIGN.md §7 promises. An `Order` from the hot path (`place_order`,
 `cancel_order`) is built cheaply: its id, status, client order id and reduce-only flag are
@@ -12,6 +13,7 @@ frozen dataclass.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -215,6 +217,23 @@ class FundingPayment:
     position_size: Decimal
 
 
+@dataclass(frozen=True)
+class TokenInfo:
+    """A leveraged token now (`Exchange.token`): its NAV and its pool, at the mark."""
+
+    name: str
+    symbol: str
+    target_leverage: Decimal  # signed: 3 for BTCUP3, -3 for BTCDOWN3
+    nav: Decimal  # USDT per token (pool equity / tokens outstanding, rounded down to the atom)
+    leverage: Decimal  # the pool's actual signed leverage (exposure / equity), 0 without equity
+    exposure: Decimal  # USDT, signed: the pool's position x the mark
+    tokens_outstanding: Decimal
+    pool_equity: Decimal  # USDT: the pool's wallet + unrealized PnL at the mark
+    halted: bool  # creation and redemption refused until NAV is known again
+    last_rebalance: datetime | None  # the last daily or threshold rebalance (UTC), or None
+    next_rebalance: datetime  # the next daily rebalance (UTC)
+
+
 __all__ = [
     "Account",
     "FundingPayment",
@@ -222,6 +241,7 @@ __all__ = [
     "InsuranceFundChange",
     "Order",
     "Position",
+    "TokenInfo",
     "avg_price",
     "lazy_order",
 ]

@@ -46,6 +46,7 @@ from perpex.core.messages import (
     CancelOrder,
     ClockAdvanced,
     Command,
+    CreateTokens,
     Deposit,
     DepositInsurance,
     Event,
@@ -54,6 +55,7 @@ from perpex.core.messages import (
     PlaceExitLadder,
     PlaceOrder,
     Reason,
+    RedeemTokens,
     RequestRejected,
     SetFundingRate,
     SetLeverage,
@@ -77,8 +79,10 @@ from perpex.core.store import (
     MAX_TOTAL_ATOMS,
     EngineError,
 )
+from perpex.core.tokens import Tokens, TokenSpec, specs_from_record
 
 MAX_TICK_ROUNDS: Final = 100  # pass / stops rounds of one mark publication (each fires stops)
+MAX_TOKEN_STOPS: Final = 2_000  # token rebalance and slice times one clock step may cross
 # The two commands of the hot path, dispatched before the table: a Final name is a C static
 # in the compiled build, where the class itself is a module-dictionary lookup.
 _PLACE_ORDER: Final = PlaceOrder
@@ -97,6 +101,7 @@ class Engine:
         liquidation: LiquidationConfig | None = None,
         index: IndexConfig | None = None,
         funding: Mapping[str, FundingConfig] | None = None,
+        tokens: Sequence[TokenSpec] = (),
     ) -> None:
         # The seed is the first money from outside: within the total every balance rests on.
         if not 0 <= insurance_fund_atoms <= MAX_TOTAL_ATOMS:
@@ -104,6 +109,7 @@ class Engine:
         self.state = state = ExchangeState(markets, mark_mode, index, funding)
         self.liquidator = Liquidator(state, liquidation or LiquidationConfig())
         self.conditionals = Conditionals(state)  # stops, take-profits, ladders
+        self.tokens = Tokens(state, tokens)  # leveraged tokens and their pools
         if insurance_fund_atoms:  # the common fund's seed comes from outside, like a deposit
             state.funds.seed(state.ledger.external, insurance_fund_atoms)
         self._handlers: dict[type[Command], Callable[[Any], list[Event]]] = {
@@ -120,6 +126,8 @@ class Engine:
             PlaceConditionalOrder: self.conditionals.place,
             PlaceExitLadder: self.conditionals.place_ladder,
             MassQuote: partial(mass_quote, state),
+            CreateTokens: self.tokens.create,
+            RedeemTokens: self.tokens.redeem,
         }
 
     # == dispatch =============================================================================
@@ -180,10 +188,12 @@ class Engine:
             trades_before = state.next_trade_id
             self.conditionals.on_mark(symbol, events)
             if state.next_trade_id == trades_before:
-                return
+                break
             for other, market in state.markets.items():
                 if market.mark_ticks:
                     self.liquidator.run_pass(other, market.mark_ticks, events)
+        if self.tokens.tokens:  # a pool past its threshold rebalances; one without equity halts
+            self.tokens.on_mark(symbol, events)
 
     def _advance_clock(self, cmd: AdvanceClock) -> list[Event]:
         """The clock stops at each funding time on the way (`clock.plan_steps`). At each stop
@@ -195,8 +205,18 @@ class Engine:
         steps = clock.plan_steps(state, cmd.ts_ns)
         if isinstance(steps, Reason):
             return [RequestRejected("", "", steps)]
+        tokens = self.tokens
+        if tokens.tokens:  # the clock also stops at the tokens' rebalance and slice times
+            due = tokens.due_times(state.clock_ns, cmd.ts_ns)
+            if len(due) > MAX_TOKEN_STOPS:
+                return [RequestRejected("", "", Reason.TIME_STEP_TOO_LARGE)]
+            steps = sorted(set(steps) | due)
         events: list[Event] = [ClockAdvanced(cmd.ts_ns)]
-        for ts_ns in steps:
+        token_stops = 0
+        i = 0
+        while i < len(steps):
+            ts_ns = steps[i]
+            i += 1
             settlements = clock.step(state, ts_ns)
             for symbol, market in state.markets.items():
                 if market.index_ticks:
@@ -205,6 +225,13 @@ class Engine:
             for symbol, market, settlement in settlements:
                 settle_funding(state, symbol, market, settlement, events)
                 self.liquidator.run_pass(symbol, market.mark_ticks, events)
+            if tokens.tokens:
+                tokens.on_clock(ts_ns, events)
+                # a TWAP begun at this stop has slices later in the same step: stop there too
+                later = tokens.due_times(ts_ns, cmd.ts_ns).difference(steps[i:])
+                token_stops += len(later)
+                if later and token_stops <= MAX_TOKEN_STOPS:
+                    steps = steps[:i] + sorted(set(steps[i:]) | later)
         return events
 
     # == reads ================================================================================
@@ -269,7 +296,10 @@ class Engine:
 
     # == canonical state ======================================================================
     def _economic_state(self) -> list[Any]:
-        return economic_state(self.state, self.liquidator.record(), self.conditionals.record())
+        economic = economic_state(self.state, self.liquidator.record(), self.conditionals.record())
+        if self.tokens.tokens:  # only then: an engine without tokens hashes as it always did
+            economic.append(self.tokens.record())
+        return economic
 
     def state_hash(self) -> str:
         return state_hash(self._economic_state())
@@ -281,10 +311,14 @@ class Engine:
     @classmethod
     def restore(cls, blob: bytes) -> Engine:
         snap = Snapshot(blob)
-        engine = cls(snap.specs, snap.mark_mode, index=snap.index, funding=snap.funding)
+        tokens = specs_from_record(snap.tokens)
+        engine = cls(
+            snap.specs, snap.mark_mode, index=snap.index, funding=snap.funding, tokens=tokens
+        )
         snap.load_into(engine.state)
         engine.conditionals.load(snap.conditional)
         engine.liquidator.load(snap.liquidation)  # after the ledger: one fund is all of it
+        engine.tokens.load(snap.tokens)
         return engine
 
     # == invariants ===========================================================================
@@ -293,6 +327,7 @@ class Engine:
         check_records(self.state)
         self.liquidator.check()
         self.conditionals.check_invariants()
+        self.tokens.check()
 
     def conservation_atoms(self) -> tuple[int, int]:
         """(deposits - withdrawals, margin balances incl. uPnL + fees + insurance + funding)."""

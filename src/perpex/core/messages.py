@@ -69,6 +69,10 @@ class Reason(enum.IntEnum):
     INVALID_QUOTE_COUNT = 119  # no quotes, or more than `MAX_MASS_QUOTES`
     INVALID_QUOTE_SIDE = 120  # a side other than +1 / -1
     QUOTES_CROSS = 121  # a bid at or above an ask of the same ladder
+    # Leveraged tokens (perpex.core.tokens).
+    UNKNOWN_TOKEN = 122
+    TOKEN_HALTED = 123  # the pool lost its equity: NAV unknown until a daily rebalance
+    TOKEN_BALANCE_INSUFFICIENT = 124  # redeeming more tokens than held
 
 
 class OrderType(enum.IntEnum):
@@ -121,6 +125,15 @@ class EndReason(enum.IntEnum):
     LIQUIDATION = 6  # canceled because its account is being liquidated
     AUTO_DELEVERAGE = 7  # canceled because its position is being auto-deleveraged
     BANKRUPTCY = 8  # the rest would close the position past its bankruptcy price
+
+
+class TokenRebalanceReason(enum.IntEnum):
+    """Why a leveraged token's pool traded (`TokenRebalanced`)."""
+
+    DAILY = 1  # the daily rebalance (or one slice of its TWAP)
+    THRESHOLD = 2  # the leverage reached target x (1 + threshold) at a mark publication
+    CREATION = 3  # new tokens: the pool buys exposure for its new equity
+    REDEMPTION = 4  # redeemed tokens: the pool sells their share of its position
 
 
 class FundReason(enum.IntEnum):
@@ -315,6 +328,24 @@ class MassQuote(Command, _AccountSymbol, frozen=True):
     quotes: tuple[tuple[int, int, int], ...]  # (side, price_ticks, qty_lots), in order
 
 
+class CreateTokens(Command, frozen=True):
+    """`account` pays `quote_atoms` for new tokens of `token` at NAV, less the creation fee
+    (`perpex.core.tokens`); the pool then trades to its target exposure."""
+
+    account: str
+    token: str
+    quote_atoms: int
+
+
+class RedeemTokens(Command, frozen=True):
+    """`account` returns `units` of `token` (1e-8 token each) for NAV less the redemption fee;
+    the pool first trades away their share of its position."""
+
+    account: str
+    token: str
+    units: int
+
+
 AnyCommand = (
     Deposit
     | Withdraw
@@ -331,6 +362,8 @@ AnyCommand = (
     | SetFundingRate
     | DepositInsurance
     | MassQuote
+    | CreateTokens
+    | RedeemTokens
 )
 
 # -- events ----------------------------------------------------------------------------------
@@ -526,6 +559,53 @@ class ExitLadderStopMoved(Event, _AccountSymbol, frozen=True):
     targets_filled: int
 
 
+class TokensCreated(Event, frozen=True):
+    account: str
+    token: str
+    quote_atoms: int  # paid, the fee included
+    fee_atoms: int
+    units: int  # minted
+    nav_atoms: int  # per token, at which they were minted
+
+
+class TokensRedeemed(Event, frozen=True):
+    account: str
+    token: str
+    units: int  # burned
+    payout_atoms: int  # units x NAV, before the fee
+    fee_atoms: int
+    nav_atoms: int
+
+
+class TokenRebalanced(Event, frozen=True):
+    """A leveraged token's pool traded through the book."""
+
+    token: str
+    reason: TokenRebalanceReason
+    side: int
+    qty_lots: int  # asked for
+    filled_lots: int
+    quote_ticks: int  # sum of price x lots of the fills (average = quote_ticks / filled_lots)
+    mark_ticks: int
+    fee_atoms: int
+    slippage_atoms: int  # paid over the mark (> 0) or gained (< 0)
+    leverage_ppm_before: int
+    leverage_ppm_after: int
+    nav_atoms: int  # per token, after the trade
+
+
+class TokenHalted(Event, frozen=True):
+    """The pool has no equity left: creation and redemption stop until NAV is known again."""
+
+    token: str
+    equity_atoms: int
+
+
+class TokenResumed(Event, frozen=True):
+    token: str
+    nav_atoms: int
+
+
 AnyEvent = (
     Deposited
     | Withdrawn
@@ -552,4 +632,9 @@ AnyEvent = (
     | ConditionalOrderCanceled
     | ExitLadderPlaced
     | ExitLadderStopMoved
+    | TokensCreated
+    | TokensRedeemed
+    | TokenRebalanced
+    | TokenHalted
+    | TokenResumed
 )

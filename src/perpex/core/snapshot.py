@@ -170,6 +170,12 @@ class Snapshot:
         return record
 
     @property
+    def tokens(self) -> list[Any]:
+        """The leveraged tokens' record ([] for an engine without tokens)."""
+        state: list[Any] = self.data["state"]
+        return state[7] if len(state) > 7 else []
+
+    @property
     def conditional(self) -> list[Any]:
         """The conditional orders' record."""
         record: list[Any] = self.data["state"][6]
@@ -179,7 +185,7 @@ class Snapshot:
         """Write the clock, counters, ledger, accounts and markets into a fresh state built
         with `specs`, `mark_mode`, `index` and `funding` (the passes load their own records)."""
         data = self.data
-        _, clock_ns, markets, accounts, ledger, _, _ = data["state"]
+        _, clock_ns, markets, accounts, ledger, *_ = data["state"]
         state.clock_ns = clock_ns
         state.next_order_id = data["next_order_id"]
         state.next_trade_id = data["next_trade_id"]

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from perpex.core.funding import FundingConfig
     from perpex.core.liquidation import LiquidationConfig
     from perpex.core.oracle import IndexConfig
+    from perpex.core.tokens import TokenSpec
 
 DEFAULT_SNAPSHOT_EVERY: Final = 10_000
 DEFAULT_KEEP_SNAPSHOTS: Final = 3
@@ -54,6 +55,7 @@ class JournaledEngine:
         liquidation: LiquidationConfig | None = None,
         index: IndexConfig | None = None,
         funding: Mapping[str, FundingConfig] | None = None,
+        tokens: Sequence[TokenSpec] = (),
         migrate: bool = False,
         verify: bool = True,
         on_events: Callable[[list[Event]], object] | None = None,
@@ -73,6 +75,7 @@ class JournaledEngine:
             liquidation=liquidation,
             index=index,
             funding=funding,
+            tokens=tokens,
             migrate=migrate,
             verify=verify,
             on_events=on_events,

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from perpex.core.funding import FundingConfig
     from perpex.core.liquidation import LiquidationConfig
     from perpex.core.oracle import IndexConfig
+    from perpex.core.tokens import TokenSpec
 
 STATE_FORMAT: Final = 1  # layout of the snapshot blob below (the engine's part has its own)
 
@@ -82,12 +83,13 @@ def genesis_state(
     liquidation: LiquidationConfig | None = None,
     index: IndexConfig | None = None,
     funding: Mapping[str, FundingConfig] | None = None,
+    tokens: Sequence[TokenSpec] = (),
 ) -> bytes:
     """The empty engine as bytes: the journal's seq 0, and the identity of its config (market
-    specs, mark mode, index sources, liquidation parameters: everything the engine's snapshot
-    records)."""
+    specs, mark mode, index sources, liquidation and funding parameters, leveraged tokens:
+    everything the engine's snapshot records)."""
     return Engine(
-        markets, mark_mode, liquidation=liquidation, index=index, funding=funding
+        markets, mark_mode, liquidation=liquidation, index=index, funding=funding, tokens=tokens
     ).snapshot()
 
 
@@ -154,6 +156,7 @@ class RecoveryReport:
     created: bool = False
     migrated: bool = False
     snapshot_seq: int | None = None  # the snapshot recovery started from (None: genesis)
+    start_clock_ns: int = 0  # the engine clock there: where the replayed events begin
     replayed: int = 0  # journal rows applied after it
     refused: int = 0  # rows the engine could not represent (skipped alike live and on replay)
     last_seq: int = 0
@@ -179,6 +182,7 @@ def open_journal(
     liquidation: LiquidationConfig | None = None,
     index: IndexConfig | None = None,
     funding: Mapping[str, FundingConfig] | None = None,
+    tokens: Sequence[TokenSpec] = (),
     migrate: bool = False,
     verify: bool = True,
     on_events: Callable[[list[Event]], object] | None = None,
@@ -188,7 +192,7 @@ def open_journal(
     store = JournalStore(path)
     try:
         report = RecoveryReport(path=str(store.path))
-        genesis = genesis_state(markets, mark_mode, liquidation, index, funding)
+        genesis = genesis_state(markets, mark_mode, liquidation, index, funding, tokens)
         wanted = Meta(
             format_version=FORMAT_VERSION,
             engine_version=engine_version(),
@@ -234,12 +238,16 @@ def _differs(have: Meta, want: Meta) -> bool:
 
 
 def describe_genesis(genesis: bytes) -> str:
-    """'BTCUSDT, ETHUSDT; mark index' (for messages and `inspect`)."""
+    """'BTCUSDT, ETHUSDT; mark index' (and '; tokens BTCUP3, BTCDOWN3' when there are any),
+    for messages and `inspect`."""
     try:
         engine = Engine.restore(genesis)
     except Exception as exc:  # a foreign engine's snapshot: say so rather than fail
         return f"unreadable by this engine ({exc})"
-    return f"{', '.join(sorted(engine.markets))}; mark {engine.mark_mode}"
+    text = f"{', '.join(sorted(engine.markets))}; mark {engine.mark_mode}"
+    if engine.tokens.tokens:
+        text += f"; tokens {', '.join(engine.tokens.tokens)}"
+    return text
 
 
 def _refuse_or_migrate(store: JournalStore, have: Meta, want: Meta, migrate: bool) -> None:
@@ -314,6 +322,7 @@ def _recover_state(
     else:
         base, engine, window = loaded
         report.snapshot_seq = base
+    report.start_clock_ns = engine.clock_ns
     last = base
     for seq, _ts_ns, key, command in store.iter_commands(base):
         try:
