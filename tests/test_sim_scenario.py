@@ -57,12 +57,14 @@ EXPECTED_NAMES = [
     "squeeze-2021-07-26",
     "stop-slippage",
     "tariff-2025-10-10",
+    "token-decay-sideways",  # issue 14's two
+    "token-decay-trend",
 ]
 NS = 10**9
 
 
 # -- the shipped scenarios ------------------------------------------------------------------------
-def test_the_shipped_scenarios_are_the_seven_of_issue_12() -> None:
+def test_the_shipped_scenarios_are_those_of_issues_12_and_14() -> None:
     assert SHIPPED_NAMES == EXPECTED_NAMES
     assert [name for name, _ in shipped_scenarios()] == EXPECTED_NAMES
 

@@ -20,13 +20,14 @@ from perpex.report.figures_market import (
     open_interest_section,
     price_section,
 )
+from perpex.report.figures_tokens import tokens_section
 from perpex.report.figures_traders import leverage_section, stops_section, strategy_section
 from perpex.report.files import write_page
 from perpex.report.layout import PAGE_CSS, Section, chart_html, inline_plotly_js
 from perpex.report.load import Run, load_run
 from perpex.report.summary import headline, run_facts, summary_rows
 
-SECTIONS: tuple[Callable[[Run], Section], ...] = (
+SECTIONS: tuple[Callable[[Run], Section | None], ...] = (
     price_section,
     open_interest_section,
     liquidations_per_time_section,
@@ -36,8 +37,10 @@ SECTIONS: tuple[Callable[[Run], Section], ...] = (
     leverage_section,
     stops_section,
     strategy_section,
+    tokens_section,  # only in a run with leveraged tokens
 )
-"""The charts, in page order (the header comes first)."""
+"""The charts, in page order (the header comes first); a section that returns None is left
+out."""
 
 
 
@@ -79,7 +82,7 @@ def _section(number: int, section: Section) -> str:
 
 def render(run: Run) -> str:
     """The whole page as text."""
-    sections = [make(run) for make in SECTIONS]
+    sections = [s for s in (make(run) for make in SECTIONS) if s is not None]
     nav = "".join(f'<a href="#{html.escape(s.key)}">{html.escape(s.title)}</a>' for s in sections)
     body = "".join(_section(i, s) for i, s in enumerate(sections, start=2))
     plotly_js = inline_plotly_js()

@@ -74,6 +74,25 @@ def summary_table(summary: dict[str, Any], title: str) -> Table:
     return table
 
 
+def tokens_table(tokens: dict[str, Any]) -> Table:
+    """The leveraged tokens of a run: NAV start and end, the rebalances and what they cost."""
+    table = Table(title="leveraged tokens", title_justify="left")
+    for column in ("token", "leverage", "NAV start", "NAV end", "end / start", "rebalances",
+                   "fees", "slippage", "funding"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "token" else "right")
+    for name, t in sorted((k, v) for k, v in tokens.items() if isinstance(v, dict)):
+        table.add_row(
+            name, f"{t['leverage']:+g}x", _fmt(t["nav_start"]), _fmt(t["nav_end"]),
+            f"{t['nav_ratio']:.4f}", str(t["rebalances"]), _fmt(t["fees_paid"]),
+            _fmt(t["slippage_paid"]), _fmt(t["funding_paid"]),
+        )  # fmt: skip
+    table.caption = (
+        f"underlying {tokens['underlying_return']:+.2%}, static 3x position "
+        f"{tokens['static_3x_return']:+.2%}; fees, slippage and funding in USDT"
+    )
+    return table
+
+
 def fail(message: str) -> None:
     """A user's mistake: one line on stderr, exit status 2."""
     sys.stderr.write(f"error: {message}\n")
@@ -118,6 +137,8 @@ def simulate(
         return
     console = Console()
     console.print(summary_table(result.summary, f"{scenario.name} (seed {seed})"))
+    if "tokens" in result.summary:
+        console.print(tokens_table(result.summary["tokens"]))
     console.print(f"[bold]question[/bold]  {scenario.question}")
     console.print(f"events    {result.events_path}")
     console.print(f"report    {result.report_path}")
@@ -159,4 +180,13 @@ def report(run_dir: str, out: str | None) -> None:
     Console().print(f"report    {path}")
 
 
-__all__ = ["ROWS", "fail", "list_shipped", "report", "scenarios", "simulate", "summary_table"]
+__all__ = [
+    "ROWS",
+    "fail",
+    "list_shipped",
+    "report",
+    "scenarios",
+    "simulate",
+    "summary_table",
+    "tokens_table",
+]

@@ -13,6 +13,9 @@ Layout of a run directory (read back by `perpex.report`, which needs nothing els
   mid, funding, the strategy's equity), see `SAMPLE_COLUMNS`.
 - ``entries.parquet``: one row per leveraged trader's entry (liquidation distance by leverage).
 - ``stops.parquet``: one row per stop order that fired and filled (slippage).
+- ``tokens.parquet`` (only in a run with leveraged tokens): one row per path step, the static
+  position's equity and each token's NAV, leverage and pool position at the end of the step,
+  see `token_columns`.
 - ``meta.json``: the scenario, seed, market units and the summary.
 """
 
@@ -70,6 +73,25 @@ STOP_COLUMNS: Final[tuple[tuple[str, Any], ...]] = (
     ("fill_ticks", pa.int64()),
     ("slippage_bps", pa.float64()),
 )
+
+
+def token_columns(names: Sequence[str]) -> tuple[tuple[str, Any], ...]:
+    """The columns of ``tokens.parquet`` for the tokens `names`: ``step``, ``time_ns``,
+    ``static_equity_atoms`` (the yardstick position's equity), then per token
+    ``<NAME>_nav_atoms`` (NAV of one token), ``<NAME>_leverage_ppm`` (signed) and
+    ``<NAME>_position_lots`` (the pool's position)."""
+    columns: list[tuple[str, Any]] = [
+        ("step", pa.int64()),
+        ("time_ns", pa.int64()),
+        ("static_equity_atoms", pa.int64()),
+    ]
+    for name in names:
+        columns += [
+            (f"{name}_nav_atoms", pa.int64()),
+            (f"{name}_leverage_ppm", pa.int64()),
+            (f"{name}_position_lots", pa.int64()),
+        ]
+    return tuple(columns)
 
 
 def _arrow_type(hint: Any) -> Any:
@@ -186,6 +208,7 @@ __all__ = [
     "SAMPLE_COLUMNS",
     "STOP_COLUMNS",
     "EventWriter",
+    "token_columns",
     "write_meta",
     "write_table",
 ]

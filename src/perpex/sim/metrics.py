@@ -4,7 +4,8 @@ Everything here is read off events (and, at the end, the exchange's state): the 
 and their notional by side, the insurance fund's path, ADL, funding, the stops that fired and
 how far from their stop price they filled, open interest. Integers throughout (ticks, lots,
 atoms); `summary()` turns them into the plain numbers of `SimResult.summary`: USDT amounts,
-BTC sizes, percentages, counts.
+BTC sizes, percentages, counts. `TokenMetrics` does the same for leveraged tokens' pools: their
+rebalancing trades, what those cost, and the funding the pools paid.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from perpex.core.messages import (
     InsuranceFundChanged,
     LiquidationTriggered,
     PositionChanged,
+    TokenRebalanced,
+    TokenRebalanceReason,
+    TokensCreated,
     TradeExecuted,
 )
 
@@ -189,6 +193,48 @@ class RunMetrics:
         return sum(r[6] for r in self.stop_rows) / len(self.stop_rows) / 100.0
 
 
+REBALANCE_REASONS: Final = frozenset({TokenRebalanceReason.DAILY, TokenRebalanceReason.THRESHOLD})
+
+
+@dataclass
+class TokenMetrics:
+    """Each leveraged token's figures, from the events (`perpex.core.tokens`), in atoms.
+
+    - `nav_start_atoms`: the NAV its first tokens were minted at (`TokensCreated`);
+    - `rebalances`: its pool's rebalancing orders, daily (each TWAP slice counts) and
+      threshold, that filled something (creation and redemption trades are not rebalances);
+    - `fees_atoms`, `slippage_atoms`: of all the pool's trades, creation and redemption ones
+      included (slippage against the mark, > 0 paid);
+    - `funding_atoms`: the pool's funding, > 0 paid, < 0 received (`FundingPaid`).
+    """
+
+    pools: dict[str, str]  # pool account -> token name
+    nav_start_atoms: dict[str, int] = field(default_factory=dict)
+    rebalances: dict[str, int] = field(default_factory=dict)
+    fees_atoms: dict[str, int] = field(default_factory=dict)
+    slippage_atoms: dict[str, int] = field(default_factory=dict)
+    funding_atoms: dict[str, int] = field(default_factory=dict)
+
+    def observe(self, events: Sequence[Event]) -> None:
+        for e in events:
+            cls = type(e)
+            if cls is TokenRebalanced:
+                assert isinstance(e, TokenRebalanced)
+                name = e.token
+                if e.reason in REBALANCE_REASONS and e.filled_lots:
+                    self.rebalances[name] = self.rebalances.get(name, 0) + 1
+                self.fees_atoms[name] = self.fees_atoms.get(name, 0) + e.fee_atoms
+                self.slippage_atoms[name] = self.slippage_atoms.get(name, 0) + e.slippage_atoms
+            elif cls is FundingPaid:
+                assert isinstance(e, FundingPaid)
+                name = self.pools.get(e.account, "")
+                if name:
+                    self.funding_atoms[name] = self.funding_atoms.get(name, 0) + e.payment_atoms
+            elif cls is TokensCreated:
+                assert isinstance(e, TokensCreated)
+                self.nav_start_atoms.setdefault(e.token, e.nav_atoms)
+
+
 def usdt(atoms: int) -> float:
     """Atoms (1e-6 USDT) as a float of USDT, rounded to the cent (display only)."""
     return float(round(Decimal(atoms).scaleb(-6), 2))
@@ -206,4 +252,13 @@ def ratio_pct(num: int, den: int) -> float:
     return round(100.0 * num / den, 4) if den else 0.0
 
 
-__all__ = ["STOP_KINDS", "RunMetrics", "btc", "pct", "ratio_pct", "usdt"]
+__all__ = [
+    "REBALANCE_REASONS",
+    "STOP_KINDS",
+    "RunMetrics",
+    "TokenMetrics",
+    "btc",
+    "pct",
+    "ratio_pct",
+    "usdt",
+]

@@ -11,12 +11,17 @@ to even) and clamped to [1, MAX_TICKS]. Sums, products and quotients of float64 
 rounded on every IEEE-754 machine, so those steps give the same bits everywhere; `np.exp` is
 the one transcendental on the way, and a last-ulp difference between libm/SIMD builds could move
 a tick only when a price lies within one ulp of a half tick (about 1e-12 per step at BTC
-prices). The replay of candles (`intrabar_path`) is pure integer arithmetic.
+prices). The replay of candles (`intrabar_path`) is pure integer arithmetic. A `pattern` (a
+repeated list of returns: the leveraged-token scenarios of MECHANICS.md §6.3) draws nothing:
+it compounds its returns in 60-digit decimals and rounds once per step, so each price is the
+exact compounding to the nearest tick.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Literal
 
 import numpy as np
@@ -355,6 +360,44 @@ def gbm(
     return _from_log_returns(
         start_ticks, (drift - 0.5 * sigma * sigma) + sigma * z, step_ns, start_ns
     )
+
+
+PATTERN_DIGITS = 60  # decimal digits of a pattern's compounding (rounded to ticks per step)
+
+
+def pattern(
+    start_ticks: int,
+    n_steps: int,
+    step_ns: int,
+    returns: Sequence[float],
+    *,
+    start_ns: int = 0,
+) -> PricePath:
+    """A deterministic path: step k (1..n_steps) moves the price by `returns[(k-1) % len]`.
+
+    `n_steps + 1` rows, step k at `start_ns + k * step_ns`. Each return is read as the decimal
+    it is written as (0.05 is exactly 1/20), the level is their running product in 60-digit
+    decimals and each row is that level x `start_ticks` to the nearest tick (half to even):
+    the rounding never compounds, so after `+5 %, -5 %` x 15 the price is start x 0.9975^15
+    to within half a tick.
+    """
+    _check_common(start_ticks, n_steps, step_ns, 0)
+    if not returns:
+        raise ValueError("returns must not be empty")
+    steps = [Decimal(repr(_check_real("returns", r, low=-1.0))) for r in returns]
+    if any(r <= -1 for r in steps):
+        raise ValueError("returns must each be > -1 (a price stays positive)")
+    ctx = Context(prec=PATTERN_DIGITS, rounding=ROUND_HALF_EVEN)
+    one = Decimal(1)
+    level = Decimal(start_ticks)
+    ticks = np.empty(n_steps + 1, dtype=np.int64)
+    ticks[0] = start_ticks
+    for k in range(1, n_steps + 1):
+        level = ctx.multiply(level, one + steps[(k - 1) % len(steps)])
+        price = int(level.to_integral_value(rounding=ROUND_HALF_EVEN))
+        ticks[k] = min(max(price, 1), MAX_TICKS)
+    time_ns = start_ns + step_ns * np.arange(n_steps + 1, dtype=np.int64)
+    return PricePath(time_ns=time_ns, price_ticks=ticks, step_ns=step_ns)
 
 
 def merton(

@@ -18,6 +18,15 @@ seed give the same events and the same state hash):
 The index fed to the exchange is the path's `index_ticks` where a shock set them, else the
 real mark series where the scenario has one (Binance's mark stays within a basis of its
 index, so the exchange's mark formula gives the real mark back), else the path's price.
+
+A scenario with ``[tokens]`` also lists leveraged tokens (MECHANICS.md §6): in the first step,
+once the makers have quoted and the index is out, a holder creates each token with `hold` USDT
+through `Exchange.submit` (the pools buy their exposure through the book) and a second account
+opens the static yardstick position; each step samples every token's NAV
+(``tokens.parquet``) and the summary gains a ``tokens`` object. With `frictionless` the
+exchange charges no fee and no funding, and a deep book quotes the index one tick either side
+before the makers (`_DeepBook`), so the pools rebalance at the mark: the runs reproduce
+§6.3's arithmetic. A scenario without ``[tokens]`` runs, and sums up, exactly as before.
 """
 
 from __future__ import annotations
@@ -33,12 +42,29 @@ from typing import Any, Final
 
 import numpy as np
 
+from perpex.core.book import BUY, SELL
+from perpex.core.funding_config import FundingConfig
 from perpex.core.liquidation_config import LiquidationConfig
-from perpex.core.markets import Bracket, Market
-from perpex.core.messages import AdvanceClock, Command, Event, UpdateIndex
+from perpex.core.markets import Bracket, Market, MarketSpec
+from perpex.core.messages import (
+    AdvanceClock,
+    Command,
+    CreateTokens,
+    Deposit,
+    Event,
+    MassQuote,
+    OrderType,
+    PlaceOrder,
+    RequestRejected,
+    SetLeverage,
+    TimeInForce,
+    TokensCreated,
+    UpdateIndex,
+)
+from perpex.core.tokens import POOL_PREFIX
 from perpex.core.units import PPM
 from perpex.defaults import brackets_of, default_markets
-from perpex.exchange import Exchange
+from perpex.exchange import Exchange, Token
 from perpex.history import load_funding_schedule
 from perpex.parse import start_time_ns
 from perpex.sim import shocks as shock_kinds
@@ -55,18 +81,27 @@ from perpex.sim.events_out import (
     SAMPLE_COLUMNS,
     STOP_COLUMNS,
     EventWriter,
+    token_columns,
     write_meta,
     write_table,
 )
-from perpex.sim.metrics import RunMetrics, btc, ratio_pct, usdt
-from perpex.sim.paths import PricePath, gbm, intrabar_path, merton, regime_switch
-from perpex.sim.scenario_model import Scenario
+from perpex.sim.metrics import RunMetrics, TokenMetrics, btc, ratio_pct, usdt
+from perpex.sim.paths import PricePath, gbm, intrabar_path, merton, pattern, regime_switch
+from perpex.sim.scenario_model import Scenario, TokensSection
 from perpex.sim.world import MarketWorld
 
 NS_PER_SECOND: Final = 1_000_000_000
 ATOMS_PER_UNIT: Final = 1_000_000
 DEPTH_BAND_PPM: Final = 10_000  # "book depth within 1 % of the mid"
 DEPTH_LEVELS: Final = 1_000  # levels read per side for it (makers quote far fewer)
+# Leveraged tokens (`[tokens]`): the accounts the runner adds, and the frictionless setting.
+HOLDER_ACCOUNT: Final = "token-holder"  # creates every token at the start and holds it
+STATIC_ACCOUNT: Final = "static-position"  # the yardstick: one position, never rebalanced
+DEEP_BOOK_ACCOUNT: Final = "deep-book"  # frictionless: quotes the index one tick either side
+STATIC_ACCOUNT_LEVERAGE: Final = 20  # its leverage setting: initial margin is never the limit
+DEEP_BOOK_MULTIPLE: Final = 4  # the deep book's size per side x all the exposure at the start
+# Frictionless funding: no interest and every rate clamped to 0, so no settlement moves money.
+ZERO_FUNDING: Final = FundingConfig(interest_rate_e8=0, cap_e8=0, floor_e8=0)
 
 
 @dataclass(frozen=True)
@@ -108,14 +143,16 @@ def _scaled_brackets(brackets: Sequence[Bracket], multiplier: float) -> list[Bra
 
 
 def build_market(scenario: Scenario) -> Market:
-    """The scenario's market: the default one of its symbol with its exchange parameters."""
+    """The scenario's market: the default one of its symbol with its exchange parameters (no
+    fees with ``[tokens] frictionless``)."""
     ex = scenario.exchange
+    free = _frictionless(scenario)  # no trading fee either side
     for m in default_markets():
         if m.symbol == scenario.symbol:
             return dataclasses.replace(
                 m,
-                maker_fee=repr(ex.maker_fee),
-                taker_fee=repr(ex.taker_fee),
+                maker_fee="0" if free else repr(ex.maker_fee),
+                taker_fee="0" if free else repr(ex.taker_fee),
                 price_band=repr(ex.price_band),
                 brackets=_scaled_brackets(
                     brackets_of(ex.brackets.removeprefix("binance-"))[m.symbol], ex.mmr_multiplier
@@ -166,6 +203,8 @@ def build_path(scenario: Scenario, seed: int, data: str | None = None) -> PriceP
         common: dict[str, Any] = {"seed": seed, "start_ns": start_ns}
         if p.kind == "gbm":
             path = gbm(start_ticks, p.steps, step_ns, p.sigma, p.drift, **common)
+        elif p.kind == "pattern":
+            path = pattern(start_ticks, p.steps, step_ns, p.returns, start_ns=start_ns)
         elif p.kind == "merton":
             path = merton(
                 start_ticks, p.steps, step_ns, p.sigma, p.jump_intensity, p.jump_mean,
@@ -199,13 +238,44 @@ def fed_index(path: PricePath) -> np.ndarray[Any, np.dtype[np.int64]]:
     return path.price_ticks
 
 
+def _frictionless(scenario: Scenario) -> bool:
+    return scenario.tokens is not None and scenario.tokens.frictionless
+
+
+def _decimal_text(x: float) -> str:
+    """A float of a scenario as the decimal it was written as ("3.0", "-0.5", "0.001")."""
+    return format(Decimal(repr(x)), "f")
+
+
+def token_listing(scenario: Scenario) -> list[Token]:
+    """The scenario's leveraged tokens in the facade's words (no fees when frictionless)."""
+    if scenario.tokens is None:
+        return []
+    free = scenario.tokens.frictionless
+    return [
+        Token(
+            c.name,
+            scenario.symbol,
+            _decimal_text(c.leverage),
+            creation_fee="0" if free else _decimal_text(c.creation_fee),
+            redemption_fee="0" if free else _decimal_text(c.redemption_fee),
+            slices=c.slices,
+        )
+        for c in scenario.tokens.list
+    ]
+
+
 def build_exchange(scenario: Scenario, start_ns: int) -> Exchange:
     x = scenario.exchange
     funding = scenario.data.funding if scenario.data is not None else None
     if funding is None and scenario.path is not None:
         funding = scenario.path.funding
     history = {scenario.symbol: load_funding_schedule()} if funding == "binance" else None
-    return Exchange(
+    tokens = token_listing(scenario) or None
+    free = _frictionless(scenario)
+    if free:
+        history = None  # frictionless: no funding at all, not even Binance's replayed rates
+    ex = Exchange(
         markets=[build_market(scenario)],
         mark_price=x.mark_price,
         start_time=start_ns // NS_PER_SECOND,
@@ -217,7 +287,17 @@ def build_exchange(scenario: Scenario, start_ns: int) -> Exchange:
             adl=x.adl,
         ),
         funding_history=history,
+        funding=ZERO_FUNDING if free else None,
+        tokens=tokens,
     )
+    start_clock_ns = start_ns // NS_PER_SECOND * NS_PER_SECOND
+    if tokens and ex.engine.state.clock_ns != start_clock_ns:
+        # A refused first clock step would leave the whole run at the wrong time: say so.
+        raise ValueError(
+            f"with [tokens], the exchange's clock could not move to the path's start "
+            f"({start_clock_ns} ns); it stands at {ex.engine.state.clock_ns} ns"
+        )
+    return ex
 
 
 def _strategy_instance(
@@ -264,6 +344,166 @@ def build_agents(
         strat = StrategyAgent(strategy, scenario.strategy, symbol, bar_steps, ex)
         others.append(strat)
     return makers, others, strat, traders
+
+
+# -- leveraged tokens -----------------------------------------------------------------------------
+def _leverage_ppm(leverage: float) -> int:
+    return int(Decimal(repr(leverage)).scaleb(6))  # exact: TokenConfig refuses finer
+
+
+def _exposure_lots(spec: MarketSpec, leverage: float, hold_atoms: int, price_ticks: int) -> int:
+    """Whole lots of |leverage| x `hold_atoms` of notional at `price_ticks` (rounded down)."""
+    per_lot_ppm = PPM * price_ticks * spec.atoms_per_tick_lot
+    return abs(_leverage_ppm(leverage)) * hold_atoms // per_lot_ppm
+
+
+class _DeepBook:
+    """Frictionless liquidity (``[tokens] frictionless``): one account that quotes the step's
+    index one tick either side, for far more than any rebalance, before the makers requote.
+    A pool's market order then fills within a tick of the mark (1.7e-6 of a 60,000 USDT
+    price): §6.3's "trade at the mark" to well inside four decimals."""
+
+    def __init__(self, spec: MarketSpec, tokens: TokensSection, start_ticks: int) -> None:
+        self.spec = spec
+        hold_atoms = round(tokens.hold * ATOMS_PER_UNIT)
+        exposure = sum(_exposure_lots(spec, c.leverage, hold_atoms, start_ticks)
+                       for c in tokens.list)  # fmt: skip
+        exposure += _exposure_lots(spec, tokens.static_leverage, hold_atoms, start_ticks)
+        self.size_lots = min(DEEP_BOOK_MULTIPLE * max(exposure, 1), spec.max_limit_qty_lots)
+        # Room for both sides' initial margin at 1x, and for the inventory the pools leave.
+        self.deposit_atoms = 4 * self.size_lots * start_ticks * spec.atoms_per_tick_lot
+
+    def _quote(self, index_ticks: int) -> MassQuote:
+        size = self.size_lots
+        return MassQuote(
+            DEEP_BOOK_ACCOUNT,
+            self.spec.symbol,
+            ((SELL, index_ticks + 1, size), (BUY, max(index_ticks - 1, 1), size)),
+        )
+
+    def start(self) -> list[Command]:
+        return [
+            Deposit(DEEP_BOOK_ACCOUNT, self.deposit_atoms),
+            SetLeverage(DEEP_BOOK_ACCOUNT, self.spec.symbol, STATIC_ACCOUNT_LEVERAGE),
+        ]
+
+    def step(self, world: MarketWorld) -> list[Command]:
+        """The ladder of this step, placed before its index: the mark it will trade at."""
+        return [self._quote(world.index_ticks)]
+
+
+class _TokenDesk:
+    """The tokens' side of a run: the holder's creations and the static position in the first
+    step (after the makers' first ladders and the first index), one NAV sample per step and
+    token, the summary's ``tokens`` object."""
+
+    def __init__(self, ex: Exchange, scenario: Scenario, n_steps: int) -> None:
+        assert scenario.tokens is not None
+        self.ex = ex
+        self.section = scenario.tokens
+        self.symbol = scenario.symbol
+        self.spec = ex.engine.state.markets[scenario.symbol].spec
+        self.names = [c.name for c in self.section.list]
+        self.hold_atoms = round(self.section.hold * ATOMS_PER_UNIT)
+        self.metrics = TokenMetrics({POOL_PREFIX + name: name for name in self.names})
+        self.columns: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {
+            name: np.zeros(n_steps, dtype=np.int64) for name, _ in token_columns(self.names)
+        }
+
+    def setup(self, world: MarketWorld) -> list[Command]:
+        """The holder creates every token with `hold` USDT; the static account deposits `hold`
+        and opens |static_leverage| x `hold` of notional at the mark with market orders."""
+        tokens = self.section
+        commands: list[Command] = [Deposit(HOLDER_ACCOUNT, self.hold_atoms * len(self.names))]
+        commands += [CreateTokens(HOLDER_ACCOUNT, name, self.hold_atoms) for name in self.names]
+        if tokens.static_leverage:
+            commands += [
+                Deposit(STATIC_ACCOUNT, self.hold_atoms),
+                SetLeverage(STATIC_ACCOUNT, self.symbol, STATIC_ACCOUNT_LEVERAGE),
+            ]
+            side = BUY if tokens.static_leverage > 0 else SELL
+            left = _exposure_lots(self.spec, tokens.static_leverage, self.hold_atoms,
+                                  world.mark_ticks)  # fmt: skip
+            while left > 0:  # a market order is at most the market's max market quantity
+                lots = min(left, self.spec.max_market_qty_lots)
+                left -= lots
+                order = PlaceOrder(
+                    STATIC_ACCOUNT, self.symbol, side, OrderType.MARKET, TimeInForce.IOC, lots, 0
+                )
+                commands.append(order)
+        return commands
+
+    def setting(self) -> dict[str, Any]:
+        """The scenario's ``[tokens]`` for meta.json (the report reads it)."""
+        t = self.section
+        return {
+            "hold": t.hold,
+            "static_leverage": t.static_leverage,
+            "frictionless": t.frictionless,
+            "list": [{"name": c.name, "leverage": c.leverage} for c in t.list],
+        }
+
+    def check_setup(self, events: Sequence[Event]) -> None:
+        """Every token was created: a run whose tokens were refused would sum up nothing."""
+        created = [e.token for e in events if isinstance(e, TokensCreated)]
+        for name in self.names:
+            if name not in created:
+                refusals = [
+                    e.reason.name
+                    for e in events
+                    if isinstance(e, RequestRejected) and e.symbol == name
+                ]
+                raise ValueError(f"token {name} could not be created: {refusals or 'no event'}")
+
+    def sample(self, i: int, world: MarketWorld) -> None:
+        tokens = self.ex.engine.tokens
+        cols = self.columns
+        cols["static_equity_atoms"][i] = world.position(STATIC_ACCOUNT).equity_atoms
+        for name in self.names:
+            t = tokens.tokens[name]
+            cols[f"{name}_nav_atoms"][i] = tokens.nav_atoms(t)
+            cols[f"{name}_leverage_ppm"][i] = tokens.leverage_ppm(t)
+            cols[f"{name}_position_lots"][i] = tokens.position_lots(t)
+
+    def rows(self, samples: _Samples) -> list[tuple[Any, ...]]:
+        cols = dict(self.columns)
+        cols["step"] = samples.columns["step"]
+        cols["time_ns"] = samples.columns["time_ns"]
+        names = [name for name, _ in token_columns(self.names)]
+        return list(zip(*(cols[name].tolist() for name in names), strict=True))
+
+    def summary(self, samples: _Samples) -> dict[str, Any]:
+        """Per token: NAV at creation and at the end (USDT, to the atom), their ratio, the
+        rebalancing trades and what they cost the pool (USDT); then the underlying's return
+        and the static position's equity return (fractions)."""
+        tokens = self.ex.engine.tokens
+        m = self.metrics
+        out: dict[str, Any] = {}
+        for c in self.section.list:
+            t = tokens.tokens[c.name]
+            nav_start = m.nav_start_atoms.get(c.name, 0)
+            nav_end = tokens.nav_atoms(t)
+            out[c.name] = {
+                "leverage": c.leverage,
+                "nav_start": _usdt_exact(nav_start),
+                "nav_end": _usdt_exact(nav_end),
+                "nav_ratio": round(nav_end / nav_start, 6) if nav_start else 0.0,
+                "rebalances": m.rebalances.get(c.name, 0),
+                "fees_paid": usdt(m.fees_atoms.get(c.name, 0)),
+                "slippage_paid": usdt(m.slippage_atoms.get(c.name, 0)),
+                "funding_paid": usdt(m.funding_atoms.get(c.name, 0)),
+            }
+        marks = samples.columns["mark_ticks"]
+        out["underlying_return"] = round(int(marks[-1]) / int(marks[0]) - 1, 6)
+        static = self.columns["static_equity_atoms"]
+        static_return = int(static[-1]) / self.hold_atoms - 1 if self.section.static_leverage else 0
+        out["static_3x_return"] = round(static_return, 6)
+        return out
+
+
+def _usdt_exact(atoms: int) -> float:
+    """Atoms as USDT to the atom (1e-6): a NAV ratio to four decimals needs more than cents."""
+    return float(Decimal(atoms).scaleb(-6))
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -338,6 +578,12 @@ def run(
     samples = _Samples(n)
     market = ex.engine.state.markets[symbol]
     commands = 0
+    desk = _TokenDesk(ex, scenario, n) if scenario.tokens is not None else None
+    deep = (
+        _DeepBook(spec, scenario.tokens, indexes[0])
+        if scenario.tokens is not None and scenario.tokens.frictionless
+        else None
+    )
 
     submit_all = ex.submit
     if check_invariants:
@@ -360,6 +606,8 @@ def run(
     world.advance(0, times[0], targets[0], indexes[0], gaps[0])
     submit([UpdateIndex(symbol, indexes[0])])
     world.refresh()
+    if deep is not None:
+        submit(deep.start())
     for agent, child in zip(agents, seeds, strict=True):
         submit(agent.start(world, np.random.default_rng(child)))
     setup_events = ex.take_events()
@@ -379,10 +627,15 @@ def run(
         if i:
             submit([AdvanceClock(t)])
             world.advance(i, t, targets[i], indexes[i], gaps[i])
+        if deep is not None:
+            submit(deep.step(world))
         if makers is not None:
             submit(makers.step(world))
         submit([UpdateIndex(symbol, indexes[i])])
         world.refresh()
+        if i == 0 and desk is not None:  # on the makers' first ladders: pools trade the book
+            submit(desk.setup(world))
+            world.refresh()
         for agent in others:
             submit(agent.step(world))
             world.refresh()
@@ -390,6 +643,11 @@ def run(
         for agent in agents:
             agent.observe(events)
         metrics.observe(i, t, events)
+        if desk is not None:
+            if i == 0:
+                desk.check_setup(events)
+            desk.metrics.observe(events)
+            desk.sample(i, world)
         if writer is not None:
             writer.write(i, t, events)
         if on_step is not None:
@@ -423,6 +681,8 @@ def run(
     if strat is not None and strat.ctx is not None:
         commands += strat.ctx.commands  # the strategy's facade calls: one command each
     summary = _summary(scenario, seed, ex, metrics, samples, strat, commands, event_count)
+    if desk is not None:  # only then: a run without tokens sums up exactly as it always did
+        summary["tokens"] = desk.summary(samples)
     report_path = None
     events_path = None
     if out_dir is not None and writer is not None:
@@ -436,28 +696,30 @@ def run(
             [tuple(getattr(e, name) for name, _ in ENTRY_COLUMNS) for e in entries],
         )
         write_table(out_dir / "stops.parquet", STOP_COLUMNS, metrics.stop_rows)
-        write_meta(
-            out_dir / "meta.json",
-            {
-                "scenario": scenario.name,
-                "question": scenario.question,
-                "seed": seed,
-                "symbol": symbol,
-                "tick_size": str(spec.tick_size),
-                "step_size": str(spec.step_size),
-                "atoms_per_unit": ATOMS_PER_UNIT,
-                "atoms_per_tick_lot": spec.atoms_per_tick_lot,
-                "start_ns": times[0],
-                "end_ns": times[-1] + path.step_ns,
-                "step_ns": path.step_ns,
-                "mark_price": scenario.exchange.mark_price,
-                "has_strategy": strat is not None,
-                "strategy_deposit_atoms": round(scenario.strategy.deposit * ATOMS_PER_UNIT)
-                if strat is not None
-                else 0,
-                "summary": summary,
-            },
-        )
+        if desk is not None:
+            write_table(out_dir / "tokens.parquet", token_columns(desk.names), desk.rows(samples))
+        meta: dict[str, Any] = {
+            "scenario": scenario.name,
+            "question": scenario.question,
+            "seed": seed,
+            "symbol": symbol,
+            "tick_size": str(spec.tick_size),
+            "step_size": str(spec.step_size),
+            "atoms_per_unit": ATOMS_PER_UNIT,
+            "atoms_per_tick_lot": spec.atoms_per_tick_lot,
+            "start_ns": times[0],
+            "end_ns": times[-1] + path.step_ns,
+            "step_ns": path.step_ns,
+            "mark_price": scenario.exchange.mark_price,
+            "has_strategy": strat is not None,
+            "strategy_deposit_atoms": round(scenario.strategy.deposit * ATOMS_PER_UNIT)
+            if strat is not None
+            else 0,
+            "summary": summary,
+        }
+        if desk is not None:  # the report's tokens section reads the setting here
+            meta["tokens"] = desk.setting()
+        write_meta(out_dir / "meta.json", meta)
         if report:
             from perpex.report import build_report
 
@@ -590,10 +852,18 @@ class _Progress:
 
 def clear_run_dir(path: Path) -> None:
     """Remove a previous run's files from `path` (only the files a run writes)."""
-    for name in ("samples.parquet", "entries.parquet", "stops.parquet", "meta.json",
-                 "report.html"):  # fmt: skip
+    for name in ("samples.parquet", "entries.parquet", "stops.parquet", "tokens.parquet",
+                 "meta.json", "report.html"):  # fmt: skip
         (path / name).unlink(missing_ok=True)
     shutil.rmtree(path / "events", ignore_errors=True)
 
 
-__all__ = ["SimResult", "build_exchange", "build_market", "build_path", "fed_index", "run"]
+__all__ = [
+    "SimResult",
+    "build_exchange",
+    "build_market",
+    "build_path",
+    "fed_index",
+    "run",
+    "token_listing",
+]

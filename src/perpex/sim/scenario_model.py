@@ -10,8 +10,10 @@ times as ISO-8601 UTC text or seconds from the start of the run.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from os import PathLike
 from typing import Any, Literal
 
@@ -25,6 +27,9 @@ from perpex.sim.agents.config import (
 )
 
 MAX_STEPS = 5_000_000
+MAX_PATTERN = 10_000  # returns of a "pattern" path
+MAX_TOKENS = 16  # tokens of one scenario (the engine takes up to 64)
+_TOKEN_NAME_RE = re.compile(r"[A-Z0-9]{1,32}")  # the facade's rule (`perpex.exchange_tokens`)
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,11 @@ class DataSection:
 @dataclass(frozen=True)
 class PathSection:
     """A synthetic path (``[path]``): GBM, Merton jump-diffusion or a two-state regime
-    switch, seeded from the run's seed. Volatilities and drifts are per step."""
+    switch, seeded from the run's seed; or a deterministic ``pattern`` whose step k moves the
+    price by `returns[(k - 1) % len(returns)]` (exact in ticks: `perpex.sim.paths.pattern`).
+    Volatilities and drifts are per step."""
 
-    kind: Literal["gbm", "merton", "regime"] = "gbm"
+    kind: Literal["gbm", "merton", "regime", "pattern"] = "gbm"
     start: str = "2024-01-01T00:00:00Z"
     start_price: float = 60_000.0
     steps: int = 1_440
@@ -79,6 +86,7 @@ class PathSection:
     p_calm_to_storm: float = 0.001  # regime
     p_storm_to_calm: float = 0.01  # regime
     funding: Literal["binance", "computed"] = "computed"
+    returns: tuple[float, ...] = ()  # pattern: the returns of steps 1, 2, ..., repeated
 
     def __post_init__(self) -> None:
         if not self.start_price > 0:
@@ -94,6 +102,13 @@ class PathSection:
         for name in ("p_calm_to_storm", "p_storm_to_calm"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]")
+        if self.kind == "pattern":
+            if not 1 <= len(self.returns) <= MAX_PATTERN:
+                raise ValueError(f"returns must hold 1 to {MAX_PATTERN} returns for a pattern")
+            if not all(-1 < r <= 10 for r in self.returns):
+                raise ValueError("returns must each be in (-1, 10] (a fraction: 0.05 = +5 %)")
+        elif self.returns:
+            raise ValueError("returns must be empty unless kind is 'pattern'")
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,67 @@ class ExchangeSection:
 
 
 @dataclass(frozen=True)
+class TokenConfig:
+    """One leveraged token of ``[tokens]`` (`perpex.core.tokens`): its name, its signed
+    target leverage (+3 a BTCUP3, -3 a BTCDOWN3), its creation and redemption fees (fractions
+    of the amount) and the market orders its daily rebalance is split into (1: at once; more:
+    a TWAP a minute apart)."""
+
+    name: str
+    leverage: float
+    creation_fee: float = 0.001
+    redemption_fee: float = 0.001
+    slices: int = 1
+
+    def __post_init__(self) -> None:
+        if _TOKEN_NAME_RE.fullmatch(self.name) is None:
+            raise ValueError(f"name must be 1-32 upper-case letters and digits, got {self.name!r}")
+        ppm = Decimal(repr(self.leverage)).scaleb(6)  # the engine's unit: exact, or refused
+        if self.leverage == 0 or abs(self.leverage) > 10 or ppm != ppm.to_integral_value():
+            raise ValueError(
+                f"leverage must be non-zero, within 10x either way, in steps of 1e-6,"
+                f" got {self.leverage}"
+            )
+        for name in ("creation_fee", "redemption_fee"):
+            if not 0 <= getattr(self, name) < 0.1:
+                raise ValueError(f"{name} must be in [0, 0.1), got {getattr(self, name)}")
+        if not 1 <= self.slices <= 1_440:
+            raise ValueError(f"slices must be in [1, 1440], got {self.slices}")
+
+
+@dataclass(frozen=True)
+class TokensSection:
+    """Leveraged tokens held through the run (``[tokens]``), beside a static margin position.
+
+    At the start a holder account creates each token of `list` with `hold` USDT, and another
+    account deposits `hold` USDT and opens a position of `static_leverage` x `hold` (signed: a
+    negative leverage is a short; 0: none), the yardstick the tokens are compared with.
+    `frictionless` makes the rebalances cost nothing: no trading, creation or redemption fee,
+    no funding, and a deep book one tick either side of the index (MECHANICS.md §6.3's
+    arithmetic, to about 1e-5 with `hold` of 1,000,000 USDT: a token's exposure is whole lots).
+    """
+
+    list: tuple[TokenConfig, ...] = (
+        TokenConfig("BTCUP3", 3.0),
+        TokenConfig("BTCDOWN3", -3.0),
+    )
+    hold: float = 1_000_000.0
+    static_leverage: float = 3.0
+    frictionless: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.list) <= MAX_TOKENS:
+            raise ValueError(f"list must hold 1 to {MAX_TOKENS} tokens, got {len(self.list)}")
+        names = [t.name for t in self.list]
+        if len(set(names)) != len(names):
+            raise ValueError(f"list must not name a token twice, got {names}")
+        if not 100 <= self.hold <= 1e9:
+            raise ValueError(f"hold must be in [100, 1e9] USDT, got {self.hold}")
+        if not -10 <= self.static_leverage <= 10:
+            raise ValueError(f"static_leverage must be in [-10, 10], got {self.static_leverage}")
+
+
+@dataclass(frozen=True)
 class AgentsSection:
     """``[agents.*]``: each kind present or absent (None)."""
 
@@ -167,6 +243,7 @@ class Scenario:
     exchange: ExchangeSection = field(default_factory=ExchangeSection)
     agents: AgentsSection = field(default_factory=AgentsSection)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    tokens: TokensSection | None = None
     source: str = ""  # where it was loaded from (a shipped name or a path); not a TOML key
 
     def __post_init__(self) -> None:
@@ -200,4 +277,6 @@ __all__ = [
     "PathSection",
     "Scenario",
     "ShockSpec",
+    "TokenConfig",
+    "TokensSection",
 ]
