@@ -264,7 +264,7 @@ def test_cli_lists_the_shipped_scenarios() -> None:
 # -- the exchange's parameters reach the engine ----------------------------------------------
 def test_exchange_parameters_reach_the_engine() -> None:
     from perpex.core.markets import compile_market
-    from perpex.sim.runner import build_exchange, build_market
+    from perpex.sim.build import build_exchange, build_market
 
     base = load_scenario("liquidation-distance")
     newer_scenario = base.with_overrides({"exchange.brackets": "binance-2026-05-07"})

@@ -15,67 +15,35 @@ seed give the same events and the same state hash):
 5. every agent observes the step's events; the metrics count them and the writer streams them
    to Parquet; one row of samples is kept.
 
-The index fed to the exchange is the path's `index_ticks` where a shock set them, else the
-real mark series where the scenario has one (Binance's mark stays within a basis of its
-index, so the exchange's mark formula gives the real mark back), else the path's price.
+The market, path, exchange and agents are built from the scenario in `perpex.sim.build`; the
+index fed to the exchange is `build.fed_index` (a shock's index, else the real mark series,
+else the path's price).
 
-A scenario with ``[tokens]`` also lists leveraged tokens (MECHANICS.md §6): in the first step,
-once the makers have quoted and the index is out, a holder creates each token with `hold` USDT
-through `Exchange.submit` (the pools buy their exposure through the book) and a second account
-opens the static yardstick position; each step samples every token's NAV
-(``tokens.parquet``) and the summary gains a ``tokens`` object. With `frictionless` the
-exchange charges no fee and no funding, and a deep book quotes the index one tick either side
-before the makers (`_DeepBook`), so the pools rebalance at the mark: the runs reproduce
-§6.3's arithmetic. A scenario without ``[tokens]`` runs, and sums up, exactly as before.
+A scenario with ``[tokens]`` also lists leveraged tokens (MECHANICS.md §6), set up by
+`perpex.sim.token_desk`: in the first step, once the makers have quoted and the index is out,
+the `TokenDesk` creates the tokens and opens the static position; each step it samples every
+token's NAV and the summary gains a ``tokens`` object. With `frictionless` a `DeepBook` quotes
+the index one tick either side before the makers. A scenario without ``[tokens]`` runs, and sums
+up, exactly as before.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
-from perpex.core.book import BUY, SELL
-from perpex.core.funding_config import FundingConfig
-from perpex.core.liquidation_config import LiquidationConfig
-from perpex.core.markets import Bracket, Market, MarketSpec
-from perpex.core.messages import (
-    AdvanceClock,
-    Command,
-    CreateTokens,
-    Deposit,
-    Event,
-    MassQuote,
-    OrderType,
-    PlaceOrder,
-    RequestRejected,
-    SetLeverage,
-    TimeInForce,
-    TokensCreated,
-    UpdateIndex,
-)
-from perpex.core.tokens import POOL_PREFIX
-from perpex.core.units import PPM
-from perpex.defaults import brackets_of, default_markets
-from perpex.exchange import Exchange, Token
-from perpex.history import load_funding_schedule
-from perpex.parse import start_time_ns
-from perpex.sim import shocks as shock_kinds
+from perpex.core.messages import AdvanceClock, Command, Event, UpdateIndex
+from perpex.core.units import ATOMS_PER_UNIT, PPM
+from perpex.exchange import Exchange
 from perpex.sim.agents.base import Agent
-from perpex.sim.agents.desk import OpeningDesk
-from perpex.sim.agents.makers import MarketMakers
-from perpex.sim.agents.strategy import Strategy, StrategyAgent, load_strategy
-from perpex.sim.agents.takers import MomentumTakers, NoiseTakers
-from perpex.sim.agents.traders import LeveragedTraders
-from perpex.sim.agents.whale import Whale
-from perpex.sim.data import load_candles
+from perpex.sim.agents.strategy import Strategy, StrategyAgent
+from perpex.sim.build import build_agents, build_exchange, build_path, fed_index, strategy_instance
 from perpex.sim.events_out import (
     ENTRY_COLUMNS,
     SAMPLE_COLUMNS,
@@ -85,23 +53,13 @@ from perpex.sim.events_out import (
     write_meta,
     write_table,
 )
-from perpex.sim.metrics import RunMetrics, TokenMetrics, btc, ratio_pct, usdt
-from perpex.sim.paths import PricePath, gbm, intrabar_path, merton, pattern, regime_switch
-from perpex.sim.scenario_model import Scenario, TokensSection
+from perpex.sim.metrics import RunMetrics, btc, ratio_pct, usdt
+from perpex.sim.scenario_model import Scenario
+from perpex.sim.token_desk import DeepBook, TokenDesk
 from perpex.sim.world import MarketWorld
 
-NS_PER_SECOND: Final = 1_000_000_000
-ATOMS_PER_UNIT: Final = 1_000_000
 DEPTH_BAND_PPM: Final = 10_000  # "book depth within 1 % of the mid"
 DEPTH_LEVELS: Final = 1_000  # levels read per side for it (makers quote far fewer)
-# Leveraged tokens (`[tokens]`): the accounts the runner adds, and the frictionless setting.
-HOLDER_ACCOUNT: Final = "token-holder"  # creates every token at the start and holds it
-STATIC_ACCOUNT: Final = "static-position"  # the yardstick: one position, never rebalanced
-DEEP_BOOK_ACCOUNT: Final = "deep-book"  # frictionless: quotes the index one tick either side
-STATIC_ACCOUNT_LEVERAGE: Final = 20  # its leverage setting: initial margin is never the limit
-DEEP_BOOK_MULTIPLE: Final = 4  # the deep book's size per side x all the exposure at the start
-# Frictionless funding: no interest and every rate clamped to 0, so no settlement moves money.
-ZERO_FUNDING: Final = FundingConfig(interest_rate_e8=0, cap_e8=0, floor_e8=0)
 
 
 @dataclass(frozen=True)
@@ -115,398 +73,6 @@ class SimResult:
     wall_seconds: float
 
 
-# -- building the run ----------------------------------------------------------------------------
-MAX_SCALED_MMR: Final = Decimal("0.5")
-
-
-def _scaled_brackets(brackets: Sequence[Bracket], multiplier: float) -> list[Bracket]:
-    """Every MMR x `multiplier` (rounded to 1e-6, at most 50 %), the cums recomputed so that MM
-    stays continuous across the bracket floors (Binance's cum rule: cum_i = cum_{i-1} + floor_i
-    x (mmr_i - mmr_{i-1})), and each bracket's max leverage lowered where its initial margin
-    (1 / leverage) would no longer exceed the new MMR: a risk team's "MMR x 2" also takes the
-    top leverage away, as an exchange raising its MMR would."""
-    if multiplier == 1.0:
-        return list(brackets)
-    out: list[Bracket] = []
-    cum = Decimal(0)
-    prev_mmr = Decimal(0)
-    for b in brackets:
-        mmr = (Decimal(str(b.mmr)) * Decimal(repr(multiplier))).quantize(Decimal("0.000001"))
-        mmr = min(mmr, MAX_SCALED_MMR)
-        cum += Decimal(str(b.floor)) * (mmr - prev_mmr)
-        prev_mmr = mmr
-        leverage = b.max_leverage
-        while leverage > 1 and Decimal(1) / leverage <= mmr:
-            leverage -= 1
-        out.append(dataclasses.replace(b, mmr=str(mmr), cum=str(cum), max_leverage=leverage))
-    return out
-
-
-def build_market(scenario: Scenario) -> Market:
-    """The scenario's market: the default one of its symbol with its exchange parameters (no
-    fees with ``[tokens] frictionless``)."""
-    ex = scenario.exchange
-    free = _frictionless(scenario)  # no trading fee either side
-    for m in default_markets():
-        if m.symbol == scenario.symbol:
-            return dataclasses.replace(
-                m,
-                maker_fee="0" if free else repr(ex.maker_fee),
-                taker_fee="0" if free else repr(ex.taker_fee),
-                price_band=repr(ex.price_band),
-                brackets=_scaled_brackets(
-                    brackets_of(ex.brackets.removeprefix("binance-"))[m.symbol], ex.mmr_multiplier
-                ),
-            )
-    raise ValueError(f"symbol {scenario.symbol!r}: the simulator knows BTCUSDT and ETHUSDT")
-
-
-def _at_ns(text: str, start_ns: int) -> int:
-    """A time of the scenario: ISO-8601 UTC text, or seconds from the start of the path."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        return start_time_ns(text)
-    return start_ns + round(seconds * NS_PER_SECOND)
-
-
-def build_path(scenario: Scenario, seed: int, data: str | None = None) -> PricePath:
-    """The scenario's price path in ticks of its market, its shocks applied in order."""
-    from perpex.core.markets import compile_market
-
-    spec = compile_market(build_market(scenario))
-    if scenario.data is not None:
-        d = scenario.data
-        start = d.start or None
-        end = d.end or None
-        kwargs: dict[str, Any] = {}
-        if start is not None:
-            kwargs["start"] = start
-        if end is not None:
-            kwargs["end"] = end
-        candles = load_candles(data or d.candles, spec, **kwargs)
-        mark = load_candles(d.mark, spec, off_tick="round", **kwargs) if d.mark else None
-        path = intrabar_path(
-            candles,
-            steps_per_candle=d.steps_per_candle,
-            order=d.intrabar,
-            mark=mark,
-            shape=d.shape,
-            wick_steps=d.wick_steps,
-        )
-    else:
-        p = scenario.path
-        assert p is not None
-        step_ns = round(p.step_seconds * NS_PER_SECOND)
-        start_ns = start_time_ns(p.start)
-        start_ticks = max(1, round(Decimal(repr(p.start_price)) / spec.tick_size))
-        common: dict[str, Any] = {"seed": seed, "start_ns": start_ns}
-        if p.kind == "gbm":
-            path = gbm(start_ticks, p.steps, step_ns, p.sigma, p.drift, **common)
-        elif p.kind == "pattern":
-            path = pattern(start_ticks, p.steps, step_ns, p.returns, start_ns=start_ns)
-        elif p.kind == "merton":
-            path = merton(
-                start_ticks, p.steps, step_ns, p.sigma, p.jump_intensity, p.jump_mean,
-                p.jump_sigma, p.drift, **common,
-            )  # fmt: skip
-        else:
-            path = regime_switch(
-                start_ticks, p.steps, step_ns, p.sigma, p.storm_sigma, p.p_calm_to_storm,
-                p.p_storm_to_calm, p.drift, **common,
-            )  # fmt: skip
-    start_ns = path.start_ns
-    for shock in scenario.shocks:
-        at = _at_ns(shock.at, start_ns)
-        if shock.kind == "drop":
-            path = shock_kinds.drop(path, at, shock.percent, round(shock.minutes * 60e9))
-        elif shock.kind == "pump":
-            path = shock_kinds.pump(path, at, shock.percent, round(shock.minutes * 60e9))
-        elif shock.kind == "liquidity_gap":
-            path = shock_kinds.liquidity_gap(path, at, round(shock.seconds * 1e9))
-        else:
-            path = shock_kinds.divergence(path, at, round(shock.seconds * 1e9), shock.percent)
-    return path
-
-
-def fed_index(path: PricePath) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """The index published at each step (see the module docstring)."""
-    if path.index_ticks is not None:
-        return path.index_ticks
-    if path.mark_ticks is not None:
-        return path.mark_ticks
-    return path.price_ticks
-
-
-def _frictionless(scenario: Scenario) -> bool:
-    return scenario.tokens is not None and scenario.tokens.frictionless
-
-
-def _decimal_text(x: float) -> str:
-    """A float of a scenario as the decimal it was written as ("3.0", "-0.5", "0.001")."""
-    return format(Decimal(repr(x)), "f")
-
-
-def token_listing(scenario: Scenario) -> list[Token]:
-    """The scenario's leveraged tokens in the facade's words (no fees when frictionless)."""
-    if scenario.tokens is None:
-        return []
-    free = scenario.tokens.frictionless
-    return [
-        Token(
-            c.name,
-            scenario.symbol,
-            _decimal_text(c.leverage),
-            creation_fee="0" if free else _decimal_text(c.creation_fee),
-            redemption_fee="0" if free else _decimal_text(c.redemption_fee),
-            slices=c.slices,
-        )
-        for c in scenario.tokens.list
-    ]
-
-
-def build_exchange(scenario: Scenario, start_ns: int) -> Exchange:
-    x = scenario.exchange
-    funding = scenario.data.funding if scenario.data is not None else None
-    if funding is None and scenario.path is not None:
-        funding = scenario.path.funding
-    history = {scenario.symbol: load_funding_schedule()} if funding == "binance" else None
-    tokens = token_listing(scenario) or None
-    free = _frictionless(scenario)
-    if free:
-        history = None  # frictionless: no funding at all, not even Binance's replayed rates
-    ex = Exchange(
-        markets=[build_market(scenario)],
-        mark_price=x.mark_price,
-        start_time=start_ns // NS_PER_SECOND,
-        insurance_fund=repr(x.insurance_fund),
-        liquidation=LiquidationConfig(
-            max_liquidations_per_tick=x.max_liquidations_per_tick,
-            clearance_fee_ppm=round(x.clearance_fee * PPM),
-            partial_from_bracket=2 if x.partial_liquidation else 0,
-            adl=x.adl,
-        ),
-        funding_history=history,
-        funding=ZERO_FUNDING if free else None,
-        tokens=tokens,
-    )
-    start_clock_ns = start_ns // NS_PER_SECOND * NS_PER_SECOND
-    if tokens and ex.engine.state.clock_ns != start_clock_ns:
-        # A refused first clock step would leave the whole run at the wrong time: say so.
-        raise ValueError(
-            f"with [tokens], the exchange's clock could not move to the path's start "
-            f"({start_clock_ns} ns); it stands at {ex.engine.state.clock_ns} ns"
-        )
-    return ex
-
-
-def _strategy_instance(
-    scenario: Scenario, strategy: Strategy | type[Strategy] | str | None
-) -> Strategy | None:
-    if strategy is None and scenario.strategy.cls:
-        strategy = scenario.strategy.cls
-    if strategy is None:
-        return None
-    if isinstance(strategy, str):
-        strategy = load_strategy(strategy)
-    if isinstance(strategy, type):
-        return strategy()
-    return strategy
-
-
-def build_agents(
-    scenario: Scenario,
-    ex: Exchange,
-    path: PricePath,
-    strategy: Strategy | None,
-) -> tuple[MarketMakers | None, list[Agent], StrategyAgent | None, LeveragedTraders | None]:
-    a = scenario.agents
-    symbol = scenario.symbol
-    makers = MarketMakers(a.makers, symbol) if a.makers is not None else None
-    others: list[Agent] = []
-    traders = None
-    if a.traders is not None:
-        traders = LeveragedTraders(a.traders, symbol, len(path))
-        if a.traders.opening_desk:
-            others.append(OpeningDesk(symbol, traders))  # before the traders: it rests first
-        others.append(traders)
-    if a.noise is not None:
-        others.append(NoiseTakers(a.noise, symbol))
-    if a.momentum is not None:
-        others.append(MomentumTakers(a.momentum, symbol))
-    if a.whale is not None:
-        others.append(Whale(a.whale, symbol, path.start_ns))
-    strat = None
-    if strategy is not None:
-        bar_steps = scenario.strategy.bar_steps
-        if bar_steps == 0:
-            bar_steps = scenario.data.steps_per_candle if scenario.data is not None else 1
-        strat = StrategyAgent(strategy, scenario.strategy, symbol, bar_steps, ex)
-        others.append(strat)
-    return makers, others, strat, traders
-
-
-# -- leveraged tokens -----------------------------------------------------------------------------
-def _leverage_ppm(leverage: float) -> int:
-    return int(Decimal(repr(leverage)).scaleb(6))  # exact: TokenConfig refuses finer
-
-
-def _exposure_lots(spec: MarketSpec, leverage: float, hold_atoms: int, price_ticks: int) -> int:
-    """Whole lots of |leverage| x `hold_atoms` of notional at `price_ticks` (rounded down)."""
-    per_lot_ppm = PPM * price_ticks * spec.atoms_per_tick_lot
-    return abs(_leverage_ppm(leverage)) * hold_atoms // per_lot_ppm
-
-
-class _DeepBook:
-    """Frictionless liquidity (``[tokens] frictionless``): one account that quotes the step's
-    index one tick either side, for far more than any rebalance, before the makers requote.
-    A pool's market order then fills within a tick of the mark (1.7e-6 of a 60,000 USDT
-    price): §6.3's "trade at the mark" to well inside four decimals."""
-
-    def __init__(self, spec: MarketSpec, tokens: TokensSection, start_ticks: int) -> None:
-        self.spec = spec
-        hold_atoms = round(tokens.hold * ATOMS_PER_UNIT)
-        exposure = sum(_exposure_lots(spec, c.leverage, hold_atoms, start_ticks)
-                       for c in tokens.list)  # fmt: skip
-        exposure += _exposure_lots(spec, tokens.static_leverage, hold_atoms, start_ticks)
-        self.size_lots = min(DEEP_BOOK_MULTIPLE * max(exposure, 1), spec.max_limit_qty_lots)
-        # Room for both sides' initial margin at 1x, and for the inventory the pools leave.
-        self.deposit_atoms = 4 * self.size_lots * start_ticks * spec.atoms_per_tick_lot
-
-    def _quote(self, index_ticks: int) -> MassQuote:
-        size = self.size_lots
-        return MassQuote(
-            DEEP_BOOK_ACCOUNT,
-            self.spec.symbol,
-            ((SELL, index_ticks + 1, size), (BUY, max(index_ticks - 1, 1), size)),
-        )
-
-    def start(self) -> list[Command]:
-        return [
-            Deposit(DEEP_BOOK_ACCOUNT, self.deposit_atoms),
-            SetLeverage(DEEP_BOOK_ACCOUNT, self.spec.symbol, STATIC_ACCOUNT_LEVERAGE),
-        ]
-
-    def step(self, world: MarketWorld) -> list[Command]:
-        """The ladder of this step, placed before its index: the mark it will trade at."""
-        return [self._quote(world.index_ticks)]
-
-
-class _TokenDesk:
-    """The tokens' side of a run: the holder's creations and the static position in the first
-    step (after the makers' first ladders and the first index), one NAV sample per step and
-    token, the summary's ``tokens`` object."""
-
-    def __init__(self, ex: Exchange, scenario: Scenario, n_steps: int) -> None:
-        assert scenario.tokens is not None
-        self.ex = ex
-        self.section = scenario.tokens
-        self.symbol = scenario.symbol
-        self.spec = ex.engine.state.markets[scenario.symbol].spec
-        self.names = [c.name for c in self.section.list]
-        self.hold_atoms = round(self.section.hold * ATOMS_PER_UNIT)
-        self.metrics = TokenMetrics({POOL_PREFIX + name: name for name in self.names})
-        self.columns: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {
-            name: np.zeros(n_steps, dtype=np.int64) for name, _ in token_columns(self.names)
-        }
-
-    def setup(self, world: MarketWorld) -> list[Command]:
-        """The holder creates every token with `hold` USDT; the static account deposits `hold`
-        and opens |static_leverage| x `hold` of notional at the mark with market orders."""
-        tokens = self.section
-        commands: list[Command] = [Deposit(HOLDER_ACCOUNT, self.hold_atoms * len(self.names))]
-        commands += [CreateTokens(HOLDER_ACCOUNT, name, self.hold_atoms) for name in self.names]
-        if tokens.static_leverage:
-            commands += [
-                Deposit(STATIC_ACCOUNT, self.hold_atoms),
-                SetLeverage(STATIC_ACCOUNT, self.symbol, STATIC_ACCOUNT_LEVERAGE),
-            ]
-            side = BUY if tokens.static_leverage > 0 else SELL
-            left = _exposure_lots(self.spec, tokens.static_leverage, self.hold_atoms,
-                                  world.mark_ticks)  # fmt: skip
-            while left > 0:  # a market order is at most the market's max market quantity
-                lots = min(left, self.spec.max_market_qty_lots)
-                left -= lots
-                order = PlaceOrder(
-                    STATIC_ACCOUNT, self.symbol, side, OrderType.MARKET, TimeInForce.IOC, lots, 0
-                )
-                commands.append(order)
-        return commands
-
-    def setting(self) -> dict[str, Any]:
-        """The scenario's ``[tokens]`` for meta.json (the report reads it)."""
-        t = self.section
-        return {
-            "hold": t.hold,
-            "static_leverage": t.static_leverage,
-            "frictionless": t.frictionless,
-            "list": [{"name": c.name, "leverage": c.leverage} for c in t.list],
-        }
-
-    def check_setup(self, events: Sequence[Event]) -> None:
-        """Every token was created: a run whose tokens were refused would sum up nothing."""
-        created = [e.token for e in events if isinstance(e, TokensCreated)]
-        for name in self.names:
-            if name not in created:
-                refusals = [
-                    e.reason.name
-                    for e in events
-                    if isinstance(e, RequestRejected) and e.symbol == name
-                ]
-                raise ValueError(f"token {name} could not be created: {refusals or 'no event'}")
-
-    def sample(self, i: int, world: MarketWorld) -> None:
-        tokens = self.ex.engine.tokens
-        cols = self.columns
-        cols["static_equity_atoms"][i] = world.position(STATIC_ACCOUNT).equity_atoms
-        for name in self.names:
-            t = tokens.tokens[name]
-            cols[f"{name}_nav_atoms"][i] = tokens.nav_atoms(t)
-            cols[f"{name}_leverage_ppm"][i] = tokens.leverage_ppm(t)
-            cols[f"{name}_position_lots"][i] = tokens.position_lots(t)
-
-    def rows(self, samples: _Samples) -> list[tuple[Any, ...]]:
-        cols = dict(self.columns)
-        cols["step"] = samples.columns["step"]
-        cols["time_ns"] = samples.columns["time_ns"]
-        names = [name for name, _ in token_columns(self.names)]
-        return list(zip(*(cols[name].tolist() for name in names), strict=True))
-
-    def summary(self, samples: _Samples) -> dict[str, Any]:
-        """Per token: NAV at creation and at the end (USDT, to the atom), their ratio, the
-        rebalancing trades and what they cost the pool (USDT); then the underlying's return
-        and the static position's equity return (fractions)."""
-        tokens = self.ex.engine.tokens
-        m = self.metrics
-        out: dict[str, Any] = {}
-        for c in self.section.list:
-            t = tokens.tokens[c.name]
-            nav_start = m.nav_start_atoms.get(c.name, 0)
-            nav_end = tokens.nav_atoms(t)
-            out[c.name] = {
-                "leverage": c.leverage,
-                "nav_start": _usdt_exact(nav_start),
-                "nav_end": _usdt_exact(nav_end),
-                "nav_ratio": round(nav_end / nav_start, 6) if nav_start else 0.0,
-                "rebalances": m.rebalances.get(c.name, 0),
-                "fees_paid": usdt(m.fees_atoms.get(c.name, 0)),
-                "slippage_paid": usdt(m.slippage_atoms.get(c.name, 0)),
-                "funding_paid": usdt(m.funding_atoms.get(c.name, 0)),
-            }
-        marks = samples.columns["mark_ticks"]
-        out["underlying_return"] = round(int(marks[-1]) / int(marks[0]) - 1, 6)
-        static = self.columns["static_equity_atoms"]
-        static_return = int(static[-1]) / self.hold_atoms - 1 if self.section.static_leverage else 0
-        out["static_3x_return"] = round(static_return, 6)
-        return out
-
-
-def _usdt_exact(atoms: int) -> float:
-    """Atoms as USDT to the atom (1e-6): a NAV ratio to four decimals needs more than cents."""
-    return float(Decimal(atoms).scaleb(-6))
-
-
-# -- the run -------------------------------------------------------------------------------------
 class _Samples:
     """One row per step, preallocated (`SAMPLE_COLUMNS`)."""
 
@@ -566,7 +132,7 @@ def run(
     spec = ex.engine.state.markets[symbol].spec
     world = MarketWorld(ex, symbol, path.step_ns)
     makers, others, strat, traders = build_agents(
-        scenario, ex, path, _strategy_instance(scenario, strategy)
+        scenario, ex, path, strategy_instance(scenario, strategy)
     )
     agents: list[Agent] = ([makers] if makers is not None else []) + others
     metrics = RunMetrics(symbol, spec.atoms_per_tick_lot, ex.engine.state.funds.fund_atoms(symbol))
@@ -578,9 +144,9 @@ def run(
     samples = _Samples(n)
     market = ex.engine.state.markets[symbol]
     commands = 0
-    desk = _TokenDesk(ex, scenario, n) if scenario.tokens is not None else None
+    desk = TokenDesk(ex, scenario, n) if scenario.tokens is not None else None
     deep = (
-        _DeepBook(spec, scenario.tokens, indexes[0])
+        DeepBook(spec, scenario.tokens, indexes[0])
         if scenario.tokens is not None and scenario.tokens.frictionless
         else None
     )
@@ -858,12 +424,4 @@ def clear_run_dir(path: Path) -> None:
     shutil.rmtree(path / "events", ignore_errors=True)
 
 
-__all__ = [
-    "SimResult",
-    "build_exchange",
-    "build_market",
-    "build_path",
-    "fed_index",
-    "run",
-    "token_listing",
-]
+__all__ = ["SimResult", "clear_run_dir", "run"]
