@@ -29,6 +29,7 @@ NOT_COMPILED = {
     "funding_history.py",  # a user's funding history: bad rows must get its ValueError
     "liquidation.py",  # the tests watch its calls into adl.py (a spy on a module attribute)
     "adl.py",  # ditto; both are NumPy-bound, so compiling them gains little
+    "message_enums.py",  # the messages' IntEnums, interpreted as they were inside messages.py
 }
 DEFINES_STRUCT = re.compile(r"^class \w+\([^)]*Struct\b", re.MULTILINE)
 

@@ -29,8 +29,7 @@ from typing import Final
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from perpex.core import adl, liquidation
 from perpex.core.adl import AdlPosition, AdlQueueVector, adl_queue, adl_score

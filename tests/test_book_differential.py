@@ -9,8 +9,7 @@ walks. After every step both books validate and show the same depth, best prices
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
-from hypothesis import strategies as st
+from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from perpex.core.book import BUY, SELL, MatchResult, OrderBook, RestingOrder

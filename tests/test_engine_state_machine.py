@@ -34,9 +34,7 @@ from collections import Counter
 from typing import Final
 
 import pytest
-from hypothesis import HealthCheck, settings
-from hypothesis import event as hypothesis_event
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event as hypothesis_event, settings, strategies as st
 from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import (
     RuleBasedStateMachine,

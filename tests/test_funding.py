@@ -20,8 +20,7 @@ from typing import Final
 import msgspec
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from perpex.core.book import BUY, SELL, OrderBook, RestingOrder
 from perpex.core.funding import (

@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, note, settings, strategies as st
 
 from perpex import Exchange, ExchangeError, Token
 from perpex.core.messages import (

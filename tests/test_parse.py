@@ -14,8 +14,7 @@ from fractions import Fraction
 from typing import Final
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from perpex import parse
 from perpex.parse import INT64_LIMIT, Failure, NumberError, UnitScale

@@ -13,8 +13,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from perpex.core.markets import Bracket, Market, MarketSpec, compile_market
 from perpex.core.risk import (

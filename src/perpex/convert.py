@@ -13,8 +13,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
-from perpex.core.engine import Engine
-from perpex.core.engine import Order as EngineOrder
+from perpex.core.engine import Engine, Order as EngineOrder
 from perpex.core.margin import bankruptcy_price_ticks, liquidation_price_ticks
 from perpex.core.markets import MarketSpec
 from perpex.core.messages import (

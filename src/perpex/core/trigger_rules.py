@@ -70,9 +70,12 @@ from perpex.core.book import BUY, SELL
 
 # The kinds and working types are message vocabulary (commands and events carry them); they
 # are re-exported here, where their rules live.
-from perpex.core.messages import ConditionalKind as ConditionalKind
-from perpex.core.messages import OrderType, TimeInForce
-from perpex.core.messages import WorkingType as WorkingType
+from perpex.core.messages import (
+    ConditionalKind as ConditionalKind,
+    OrderType,
+    TimeInForce,
+    WorkingType as WorkingType,
+)
 from perpex.core.units import PPM, Rounding, div
 
 RISES: Final = 1  # fires once the watched price has risen to the trigger: price >= trigger
