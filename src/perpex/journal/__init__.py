@@ -15,7 +15,7 @@ from perpex.journal.store import (
     CorruptJournal,
     JournalError,
 )
-from perpex.journal.tools import ReplayResult, event_digest, inspect, replay
+from perpex.journal.tools import ReplayResult, event_digest, inspect, iter_events, replay
 
 __all__ = [
     "FORMAT_VERSION",
@@ -31,5 +31,6 @@ __all__ = [
     "ReplayResult",
     "event_digest",
     "inspect",
+    "iter_events",
     "replay",
 ]

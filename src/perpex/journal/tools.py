@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -95,6 +95,30 @@ def replay(path: str | os.PathLike[str], *, check_snapshots: bool = True) -> Rep
                 )
         engine.check_invariants()
         return ReplayResult(engine.state_hash(), digest.hexdigest(), replayed)
+    finally:
+        store.close()
+
+
+def iter_events(path: str | os.PathLike[str]) -> Iterator[list[Event]]:
+    """Every journaled command's events, from seq 1, as a fresh engine replays them: how a
+    driver that keeps views of the past (the server's order history, trades and candles)
+    rebuilds them on start, whatever snapshots the live recovery starts from. Read-only.
+    A duplicate (a resent client order id) and a row the engine refused yield nothing."""
+    store = JournalStore(path, create=False)
+    try:
+        meta = _meta(store)
+        count, first, _ = store.command_range()
+        if count and first != 1:
+            raise JournalError(
+                f"{store.path}: journal rows before seq {first} were pruned; the events "
+                "before them cannot be recomputed"
+            )
+        engine = Engine.restore(meta.genesis)
+        window = IdempotencyWindow(meta.window_capacity)
+        for seq, _ts_ns, key, command in store.iter_commands(0):
+            outcome = step(engine, window, seq, command, key)
+            if not outcome.duplicate and outcome.error is None and outcome.events:
+                yield outcome.events
     finally:
         store.close()
 

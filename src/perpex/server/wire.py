@@ -1,0 +1,75 @@
+"""Numbers as Binance writes them: decimal strings with a market's precision, times in ms.
+
+Prices carry the tick's decimals ("60000.1" for a 0.1 tick), quantities the step's ("0.010"
+for a 0.001 step), USDT amounts 8 decimals ("10000.00000000"), rates 8 ("0.00010000"). An
+exact value is never rounded for show except where Binance itself shows a computed figure
+(an average price, a PnL): those are rounded half-even to the shown places.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Final
+
+from perpex.core.markets import MarketSpec
+
+NS_PER_MS: Final = 1_000_000
+MONEY_PLACES: Final = 8
+RATE_PLACES: Final = 8
+
+
+def places_of(step: Decimal) -> int:
+    """Decimals of a tick or step size: 0.1 -> 1, 0.001 -> 3, 1 -> 0."""
+    exponent = step.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def fixed(value: Decimal | int, places: int) -> str:
+    """`value` with exactly `places` decimals (half-even when it has more)."""
+    quantum = Decimal(1).scaleb(-places)
+    return str(Decimal(value).quantize(quantum, rounding=ROUND_HALF_EVEN))
+
+
+def price(spec: MarketSpec, value: Decimal) -> str:
+    return fixed(value, places_of(spec.tick_size))
+
+
+def qty(spec: MarketSpec, value: Decimal) -> str:
+    return fixed(value, places_of(spec.step_size))
+
+
+def price_ticks(spec: MarketSpec, ticks: int) -> str:
+    return price(spec, spec.price_to_decimal(ticks))
+
+
+def qty_lots(spec: MarketSpec, lots: int) -> str:
+    return qty(spec, spec.qty_to_decimal(lots))
+
+
+def money(value: Decimal) -> str:
+    return fixed(value, MONEY_PLACES)
+
+
+def rate(value: Decimal) -> str:
+    return fixed(value, RATE_PLACES)
+
+
+def ms(ns: int) -> int:
+    """Nanoseconds -> Binance's integer milliseconds (floored)."""
+    return ns // NS_PER_MS
+
+
+__all__ = [
+    "MONEY_PLACES",
+    "NS_PER_MS",
+    "RATE_PLACES",
+    "fixed",
+    "money",
+    "ms",
+    "places_of",
+    "price",
+    "price_ticks",
+    "qty",
+    "qty_lots",
+    "rate",
+]
