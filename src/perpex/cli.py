@@ -1,5 +1,5 @@
-"""The `perpex` command line: demo, simulate, scenarios, report, sweep, sweeps, replay, journal,
-version."""
+"""The `perpex` command line: demo, simulate, scenarios, serve, keys, report, sweep, sweeps,
+replay, journal, version."""
 
 from __future__ import annotations
 
@@ -50,6 +50,64 @@ def scenarios(
     from perpex.sim.console import scenarios as list_scenarios
 
     list_scenarios(as_json)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="port to listen on"),
+    scenario: str | None = typer.Option(
+        None, "--scenario", help="the market: a shipped scenario (perpex scenarios) or a .toml"
+    ),
+    speed: float = typer.Option(1.0, "--speed", help="scenario seconds per wall-clock second"),
+    data_dir: str | None = typer.Option(
+        None, "--data-dir", help="journal and keys (default ~/.local/share/perpex)"
+    ),
+) -> None:
+    """A local exchange with Binance USDⓈ-M's API, live streams and a web dashboard."""
+    from perpex.live.console import serve as run_server
+
+    run_server(host=host, port=port, scenario=scenario, speed=speed, data_dir=data_dir)
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of a perpex serve data dir")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Argument(..., help="the account (and key) name"),
+    deposit: str = typer.Option("10000", "--deposit", help="USDT credited to the new account"),
+    ed25519: bool = typer.Option(False, "--ed25519", help="an Ed25519 key instead of HMAC"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object for scripts"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="the server's data dir"),
+) -> None:
+    """Make an API key (and its account); the secret is shown once."""
+    from perpex.server.keys_cli import create
+
+    create(name, deposit=deposit, ed25519=ed25519, as_json=as_json, data_dir=data_dir)
+
+
+@keys_app.command("list")
+def keys_list(
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="the server's data dir"),
+) -> None:
+    """The keys: name, kind, created, revoked (never a secret)."""
+    from perpex.server.keys_cli import list_keys
+
+    list_keys(as_json=as_json, data_dir=data_dir)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: str = typer.Argument(..., help="the key to revoke"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="the server's data dir"),
+) -> None:
+    """Revoke a key: refused at once, also by a running server."""
+    from perpex.server.keys_cli import revoke
+
+    revoke(name, data_dir=data_dir)
 
 
 @app.command()

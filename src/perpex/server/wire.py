@@ -27,7 +27,8 @@ def places_of(step: Decimal) -> int:
 def fixed(value: Decimal | int, places: int) -> str:
     """`value` with exactly `places` decimals (half-even when it has more)."""
     quantum = Decimal(1).scaleb(-places)
-    return str(Decimal(value).quantize(quantum, rounding=ROUND_HALF_EVEN))
+    shown = Decimal(value).quantize(quantum, rounding=ROUND_HALF_EVEN)
+    return format(shown.copy_abs() if shown == 0 else shown, "f")  # never "-0.00"
 
 
 def price(spec: MarketSpec, value: Decimal) -> str:
