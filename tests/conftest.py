@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("reproducible", derandomize=True)
@@ -18,3 +19,10 @@ settings.register_profile("explore", derandomize=False, max_examples=500)
 settings.load_profile(
     "explore" if os.environ.get("PERPEX_HYPOTHESIS") == "explore" else "reproducible"
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the server's tests (`test_server_*.py`), which `make test-compiled` leaves out."""
+    for item in items:
+        if item.path.name.startswith("test_server_"):
+            item.add_marker(pytest.mark.server)
