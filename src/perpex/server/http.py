@@ -15,7 +15,8 @@ import msgspec
 from fastapi import Request, Response
 
 from perpex.server.auth import api_key_of, verify_signed
-from perpex.server.limits import Usage
+from perpex.server.errors import ApiError
+from perpex.server.limits import RateLimited, Usage
 from perpex.server.params import Params, read_params
 from perpex.server.state import ServerState
 
@@ -44,9 +45,19 @@ def _remember(request: Request, usage: Usage) -> None:
     request.state.usage = usage
 
 
+def _charge(request: Request, state: ServerState, who: str, weight: int, orders: int = 0) -> None:
+    """Charge the limits; a 429 still reports the usage in its headers, as Binance's do."""
+    try:
+        usage = state.limiter.charge(who, weight, orders)
+    except RateLimited as exc:
+        _remember(request, exc.usage)
+        raise
+    _remember(request, usage)
+
+
 async def public(request: Request, weight: int = 1) -> Call:
     state = state_of(request)
-    _remember(request, state.limiter.charge(_client(request), weight))
+    _charge(request, state, _client(request), weight)
     params = await read_params(request)
     return Call(state, params, "")
 
@@ -54,8 +65,12 @@ async def public(request: Request, weight: int = 1) -> Call:
 async def signed(request: Request, weight: int = 1, orders: int = 0) -> Call:
     state = state_of(request)
     params = await read_params(request)
-    record = verify_signed(request.headers, params, state.keys, state.config.limits)
-    _remember(request, state.limiter.charge("key:" + record.api_key, weight, orders))
+    try:
+        record = verify_signed(request.headers, params, state.keys, state.config.limits)
+    except ApiError:
+        _charge(request, state, _client(request), 1)  # failed attempts count, per address
+        raise
+    _charge(request, state, "key:" + record.api_key, weight, orders)
     return Call(state, params, record.name)
 
 
@@ -63,7 +78,7 @@ async def keyed(request: Request, weight: int = 1) -> Call:
     """The listenKey calls: the key header only, no timestamp, no signature."""
     state = state_of(request)
     record = api_key_of(request.headers, state.keys)
-    _remember(request, state.limiter.charge("key:" + record.api_key, weight))
+    _charge(request, state, "key:" + record.api_key, weight)
     params = await read_params(request)
     return Call(state, params, record.name)
 

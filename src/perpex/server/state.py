@@ -9,6 +9,7 @@ start and kept in the key file.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from perpex.core.markets import MarketSpec
+from perpex.errors import ExchangeError
 from perpex.exchange import Exchange
 from perpex.journal import iter_events
 from perpex.server.account_history import AccountHistory
@@ -27,6 +29,8 @@ from perpex.server.limits import RateLimiter
 from perpex.server.market_history import MarketHistory
 from perpex.server.sequencer import EventSink, Sequencer, wall_clock_ns
 from perpex.server.streams import StreamHub
+
+log = logging.getLogger("perpex.server")
 
 
 @dataclass
@@ -104,11 +108,13 @@ def fund_new_accounts(state: ServerState) -> None:
     Exactly once: the deposit creates the account, and an existing account is never funded
     again, whether the key was made before the server started or while it runs."""
     ex = state.ex
-    for record in state.keys.list():
-        if record.revoked or record.name in ex.engine.accounts:
+    for name, deposit in state.keys.pending_deposits():
+        if name in ex.engine.accounts or Decimal(deposit) <= 0:
             continue
-        if Decimal(record.deposit) > 0:
-            ex.deposit(record.name, record.deposit)
+        try:
+            ex.deposit(name, deposit)
+        except ExchangeError:  # one bad row must not stop the others' funding
+            log.exception("could not fund the account of key %r", name)
 
 
 __all__ = ["ServerState", "fund_new_accounts", "open_state"]
