@@ -69,7 +69,8 @@ def open_state(config: ServerConfig, driver: MarketDriver | None = None) -> Serv
     accounts = AccountHistory(list(specs.values()))
     income = IncomeHistory(list(specs.values()))
     sinks: list[EventSink] = [market, accounts, income]
-    if journal.exists():
+    existed = journal.exists()
+    if existed:
         for events in iter_events(journal):
             for sink in sinks:
                 sink.apply(events)
@@ -79,7 +80,10 @@ def open_state(config: ServerConfig, driver: MarketDriver | None = None) -> Serv
     ex = Exchange(
         journal=journal, start_time=start_s, snapshot_every=config.snapshot_every, **options
     )
-    ex.take_events()  # the recovery's replay: the views have them already
+    opened = ex.take_events()  # a restart: the recovery's replay, which the views have seen
+    if not existed:  # a fresh journal: its first commands (the start clock), seen like any
+        for sink in sinks:
+            sink.apply(opened)
     keys = KeyStore(config.keys_path)
     if keys.by_name(DEMO_ACCOUNT) is None:
         keys.create(DEMO_ACCOUNT, deposit=config.demo_deposit)
