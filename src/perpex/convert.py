@@ -177,7 +177,7 @@ def position_view(
         if isolated:
             wallet, other_mm, other_upnl = margin_atoms, 0, 0
         else:
-            wallet, other_mm, other_upnl = _cross_others(engine, specs, account, spec.symbol)
+            wallet, other_mm, other_upnl = cross_terms(engine, specs, account, spec.symbol)
         liq_ticks = liquidation_price_ticks(
             spec, size, cost, wallet, other_mm, other_upnl, mark or None
         )
@@ -205,7 +205,7 @@ def position_view(
     )
 
 
-def _cross_others(
+def cross_terms(
     engine: Engine, specs: dict[str, MarketSpec], account: str, symbol: str
 ) -> tuple[int, int, int]:
     """Binance's WB, TMM1, UPNL1: cross wallet, MM and uPnL of the other cross positions."""

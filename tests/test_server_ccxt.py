@@ -1,0 +1,164 @@
+"""ccxt's `binanceusdm`, configured only by URLs (BINANCE_API.md §1.2), trading on perpex.
+
+The calls a bot makes, in the order a bot makes them, against a real server on loopback:
+markets, balance, leverage and margin mode, every order kind ccxt sends (limit, market,
+reduce-only, stop-loss, take-profit, trailing), edit, fetch, cancel, positions (the
+liquidation price equal to the facade's), trades, funding, candles, brackets, and the error
+classes (with the §5.3 patch that gives a local URL the linear table)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import ccxt
+import pytest
+
+from server_harness import Served, serve
+
+SYMBOL = "BTC/USDT:USDT"
+
+
+def client_config(base_url: str, api_key: str, secret: str) -> dict[str, Any]:
+    """The README's configuration: URLs only, `fetchCurrencies` off (no sapi leak)."""
+    api = {
+        name: f"{base_url}/fapi/{version}"
+        for name, version in (
+            ("fapiPublic", "v1"), ("fapiPublicV2", "v2"), ("fapiPublicV3", "v3"),
+            ("fapiPrivate", "v1"), ("fapiPrivateV2", "v2"), ("fapiPrivateV3", "v3"),
+        )
+    }  # fmt: skip
+    api["fapiData"] = f"{base_url}/futures/data"
+    api["sapi"] = f"{base_url}/sapi/v1"
+    return {
+        "apiKey": api_key,
+        "secret": secret,
+        "options": {"fetchCurrencies": False},
+        "urls": {"api": api},
+        "enableRateLimit": False,
+    }
+
+
+def exchange_for(base_url: str, api_key: str, secret: str) -> ccxt.binanceusdm:
+    exchange = ccxt.binanceusdm(client_config(base_url, api_key, secret))
+    # §5.3 (1): a local URL gets only ccxt's generic error table; merge the linear one.
+    exchange.exceptions["exact"].update(exchange.exceptions["linear"]["exact"])
+    return exchange
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serve(Path(tmp_path_factory.mktemp("ccxt"))) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def ex(served: Served) -> ccxt.binanceusdm:
+    exchange = exchange_for(served.base_url, served.api_key, served.secret)
+    exchange.load_markets()
+    return exchange
+
+
+def facade(s: Served, fn: Any) -> Any:
+    return s.state.seq.call_sync(fn, write=False)
+
+
+def test_markets_and_balance(ex: ccxt.binanceusdm) -> None:
+    market = ex.market(SYMBOL)
+    assert market["swap"] and market["linear"] and market["settle"] == "USDT"
+    assert market["precision"]["price"] == 0.1 and market["precision"]["amount"] == 0.001
+    balance = ex.fetch_balance()
+    assert balance["USDT"]["total"] == 10000.0 and balance["USDT"]["free"] == 10000.0
+
+
+def test_orders_round_trip(served: Served, ex: ccxt.binanceusdm) -> None:
+    ex.set_margin_mode("isolated", SYMBOL)
+    with pytest.raises(ccxt.MarginModeAlreadySet):  # -4046 "No need to change margin type."
+        ex.set_margin_mode("isolated", SYMBOL)
+    ex.set_leverage(20, SYMBOL)
+    # A resting limit, fetched, edited (same id), cancelled.
+    order = ex.create_order(SYMBOL, "limit", "buy", 0.01, 58000)
+    assert order["status"] == "open" and order["price"] == 58000
+    fetched = ex.fetch_order(order["id"], SYMBOL)
+    assert fetched["id"] == order["id"] and fetched["amount"] == 0.01
+    if hasattr(served.state.ex, "modify_order"):
+        edited = ex.edit_order(order["id"], SYMBOL, "limit", "buy", 0.02, 58100)
+        assert edited["id"] == order["id"] and edited["price"] == 58100
+        assert edited["amount"] == 0.02
+    assert [o["id"] for o in ex.fetch_open_orders(SYMBOL)] == [order["id"]]
+    canceled = ex.cancel_order(order["id"], SYMBOL)
+    assert canceled["status"] == "canceled"
+    assert ex.fetch_order(order["id"], SYMBOL)["status"] == "canceled"  # stays queryable
+    # A market entry comes back filled with its average (freqtrade relies on it).
+    entry = ex.create_order(SYMBOL, "market", "buy", 0.1)
+    assert entry["status"] == "closed" and entry["filled"] == 0.1 and entry["average"] > 0
+    # Protection and exits: stop-loss, take-profit, trailing (algo orders), reduce-only.
+    stop = ex.create_order(SYMBOL, "market", "sell", 0.1, None, {"stopLossPrice": 57000})
+    take = ex.create_order(SYMBOL, "market", "sell", 0.1, None, {"takeProfitPrice": 63000})
+    trail = ex.create_order(SYMBOL, "market", "sell", 0.1, None, {"trailingPercent": 1.0})
+    for algo in (stop, take, trail):
+        assert algo["status"] == "open" and algo["id"]
+    trigger_open = ex.fetch_open_orders(SYMBOL, params={"trigger": True})
+    assert {o["id"] for o in trigger_open} >= {stop["id"], take["id"], trail["id"]}
+    ex.cancel_order(trail["id"], SYMBOL, params={"trigger": True})
+    limit_exit = ex.create_order(SYMBOL, "limit", "sell", 0.05, 61000, {"reduceOnly": True})
+    assert limit_exit["reduceOnly"] is True
+    ex.cancel_all_orders(SYMBOL)
+    assert ex.fetch_open_orders(SYMBOL) == []
+    # Positions: ccxt's figures are the facade's.
+    (position,) = ex.fetch_positions([SYMBOL])
+    view = facade(served, lambda e: e.position("demo", "BTCUSDT"))
+    assert position["side"] == "long" and position["contracts"] == 0.1
+    assert position["marginMode"] == "isolated"
+    assert Decimal(str(position["liquidationPrice"])) == view.liquidation_price.quantize(
+        Decimal("0.00000001")
+    )
+    trades = ex.fetch_my_trades(SYMBOL)
+    assert trades and trades[-1]["side"] == "buy" and trades[-1]["fee"]["cost"] > 0
+    # Close the position; nothing left.
+    ex.create_order(SYMBOL, "market", "sell", 0.1, None, {"reduceOnly": True})
+    assert ex.fetch_positions([SYMBOL]) == []
+
+
+def test_market_data(served: Served, ex: ccxt.binanceusdm) -> None:
+    rate = ex.fetch_funding_rate(SYMBOL)
+    assert rate["markPrice"] > 0 and rate["fundingTimestamp"] > 0
+    assert isinstance(ex.fetch_funding_rate_history(SYMBOL), list)
+    candles = ex.fetch_ohlcv(SYMBOL, "1m", limit=10)
+    assert candles and all(len(c) == 6 for c in candles)
+    assert [c[0] for c in candles] == sorted(c[0] for c in candles)
+    tiers = ex.fetch_leverage_tiers([SYMBOL])[SYMBOL]
+    assert tiers[0]["minNotional"] == 0 and tiers[0]["maxLeverage"] == 125
+    book = ex.fetch_order_book(SYMBOL, 5)
+    assert book["bids"][0][0] < book["asks"][0][0]
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda e: e.create_order(SYMBOL, "limit", "buy", 5, 59000), ccxt.InsufficientFunds),
+        (lambda e: e.create_order(SYMBOL, "limit", "buy", 0.01, 58000.05), ccxt.InvalidOrder),
+        (lambda e: e.fetch_order("999999999", SYMBOL), ccxt.OrderNotFound),
+        (lambda e: e.cancel_order("999999999", SYMBOL), ccxt.OrderNotFound),
+        (
+            lambda e: e.create_order(SYMBOL, "market", "sell", 0.01, None, {"reduceOnly": True}),
+            ccxt.InvalidOrder,
+        ),
+        (lambda e: e.set_leverage(126, SYMBOL), ccxt.BadRequest),
+    ],
+)
+def test_errors_map_to_ccxt_classes(ex: ccxt.binanceusdm, call: Any, error: type) -> None:
+    with pytest.raises(error):
+        call(ex)
+
+
+def test_bad_credentials(served: Served) -> None:
+    wrong = exchange_for(served.base_url, served.api_key, "0" * 64)
+    wrong.markets = {}
+    with pytest.raises(ccxt.AuthenticationError):
+        wrong.fetch_balance()
+    unknown = exchange_for(served.base_url, "A" * 64, served.secret)
+    with pytest.raises(ccxt.AuthenticationError):
+        unknown.fetch_balance()
