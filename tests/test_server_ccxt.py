@@ -139,7 +139,11 @@ def test_market_data(served: Served, ex: ccxt.binanceusdm) -> None:
     ("call", "error"),
     [
         (lambda e: e.create_order(SYMBOL, "limit", "buy", 5, 59000), ccxt.InsufficientFunds),
-        (lambda e: e.create_order(SYMBOL, "limit", "buy", 0.01, 58000.05), ccxt.InvalidOrder),
+        # -5022: a post-only buy priced through the best ask (60,000.5)
+        (
+            lambda e: e.create_order(SYMBOL, "limit", "buy", 0.01, 60001, {"postOnly": True}),
+            ccxt.InvalidOrder,
+        ),
         (lambda e: e.fetch_order("999999999", SYMBOL), ccxt.OrderNotFound),
         (lambda e: e.cancel_order("999999999", SYMBOL), ccxt.OrderNotFound),
         (
