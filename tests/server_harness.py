@@ -158,7 +158,15 @@ def serve(
     state = open_state(config, driver if driver is not None else StaticDriver())
     app = create_app(config, state=state)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            # One encoding fanned out to every subscriber: no per-connection compression.
+            ws_per_message_deflate=False,
+        )
     )
     thread = threading.Thread(target=server.run, name="perpex-test-server", daemon=True)
     thread.start()

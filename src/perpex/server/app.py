@@ -46,6 +46,7 @@ def create_app(
         opened = state if state is not None else open_state(config, driver)
         app.state.perpex = opened
         opened.hub.attach(asyncio.get_running_loop())
+        opened.hub.bind(opened)  # the streams' timer and the user stream's order payloads
         opened.seq.start()
         await opened.seq.call(lambda ex: fund_new_accounts(opened))
         if opened.driver is not None:
