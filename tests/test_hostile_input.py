@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, given, note, settings, strategies as st
 from perpex import Exchange, ExchangeError, Token
 from perpex.core.messages import (
     AdvanceClock,
+    AmendOrder,
     CancelOrder,
     ConditionalKind,
     CreateTokens,
@@ -349,6 +350,7 @@ METHODS: Final[list[tuple[str, tuple[str, ...]]]] = [
     ("place_order", ("account", "symbol", "side", "type", "quantity", "price")),
     ("cancel_order", ("account", "symbol", "order_id", "cid")),
     ("cancel_order", ("account", "symbol", "order_id")),
+    ("modify_order", ("account", "symbol", "order_id", "cid", "side", "quantity", "price")),
     ("place_exit_ladder", ("account", "symbol", "targets", "opt_price", "count", "count",
                            "rate", "working")),
     ("submit", ("account", "symbol", "int", "int", "int", "int")),
@@ -397,6 +399,7 @@ def typed_command(args: list[object]) -> object:
         lambda: MassQuote(account, symbol, ((a, c, b), (-1, c, b))),  # type: ignore[arg-type]
         lambda: CreateTokens(account, token, c),  # type: ignore[arg-type]
         lambda: RedeemTokens(account, token, b),  # type: ignore[arg-type]
+        lambda: AmendOrder(account, symbol, a, None, 1 if a == 1 else -1, b, c),  # type: ignore[arg-type]
     ]
     return shapes[(d if isinstance(d, int) and not isinstance(d, bool) else 7) % len(shapes)]()
 
@@ -429,6 +432,11 @@ def make_call(ex: Exchange, draw: Draw) -> tuple[str, Callable[[], object]]:
     if name == "submit":
         return label, lambda: ex.submit([typed_command(args)])  # type: ignore[list-item]
     method = getattr(ex, name)
+    if name == "modify_order":  # side, quantity and price are keyword-only
+        account, symbol, order_id, cid, side, quantity, price = args
+        return label, lambda: method(
+            account, symbol, order_id, cid, side=side, quantity=quantity, price=price
+        )
     if name == "place_order":
         keywords = ["account", "symbol", "side", "type", "quantity", "price", "time_in_force",
                     "reduce_only", "client_order_id", "stop_price", "working_type",
@@ -520,6 +528,7 @@ def test_the_hypothesis_test_covers_every_mutating_method() -> None:
         "deposit", "withdraw", "set_leverage", "set_margin_mode", "add_isolated_margin",
         "set_index_price", "update_sources", "advance_time", "place_order", "cancel_order",
         "place_exit_ladder", "submit", "mass_quote", "create_tokens", "redeem_tokens",
+        "modify_order",
     }  # fmt: skip
     assert mutating <= _all_methods_covered()
     public: set[str] = {n for n in dir(Exchange) if not n.startswith("_")}

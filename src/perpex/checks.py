@@ -21,6 +21,7 @@ from perpex.core.mass_quote import MAX_MASS_QUOTES
 from perpex.core.messages import (
     AdjustIsolatedMargin,
     AdvanceClock,
+    AmendOrder,
     CancelOrder,
     Command,
     ConditionalKind,
@@ -93,6 +94,36 @@ def _qty(value: object) -> None:
         raise parse.qty_error(parse.Failure.TOO_LARGE)
 
 
+def amended_order_id(value: object) -> int:
+    """The `orderId` of an order to modify: an int (-1102), within 63 bits, else no order has
+    it: -2013, Binance's answer to a modify of an order that does not exist."""
+    if not parse.is_int(value):
+        raise mandatory("orderId")
+    assert isinstance(value, int)
+    if not 0 < value < INT64_LIMIT:
+        raise error_for(Reason.ORDER_DOES_NOT_EXIST)
+    return int(value)
+
+
+def orig_client_order_id(value: object) -> str:
+    """The `origClientOrderId` of an order to modify: a client order id as Binance allows
+    them (-1100, naming the parameter)."""
+    if not isinstance(value, str) or parse.CLIENT_ORDER_ID_RE.fullmatch(value) is None:
+        raise ExchangeError(
+            -1100,
+            "Illegal characters found in parameter 'origClientOrderId'; legal range is "
+            f"'^{parse.CLIENT_ORDER_ID_RE.pattern}$'.",
+        )
+    return value if type(value) is str else str.__str__(value)
+
+
+def no_order_named() -> ExchangeError:
+    """Neither `orderId` nor `origClientOrderId` sent (Binance's -1102 for a pair)."""
+    return ExchangeError(
+        -1102, "Param 'orderId' or 'origClientOrderId' must be sent, but both were empty/null!"
+    )
+
+
 def _amount(value: object, *, allow_negative: bool = False) -> None:
     if type(value) is not int or not value or not -INT64_LIMIT < value < INT64_LIMIT:
         raise parse.invalid_amount()
@@ -125,6 +156,7 @@ class Checker:
             MassQuote: self._mass_quote,  # type: ignore[dict-item]
             CreateTokens: self._create_tokens,  # type: ignore[dict-item]
             RedeemTokens: self._redeem_tokens,  # type: ignore[dict-item]
+            AmendOrder: self._amend_order,  # type: ignore[dict-item]
         }
 
     # -- names -----------------------------------------------------------------------------
@@ -245,6 +277,22 @@ class Checker:
             parse.order_id(c.order_id)
         if c.client_order_id is not None:
             parse.client_order_id(c.client_order_id)
+
+    def _amend_order(self, c: AmendOrder) -> None:
+        """As `Exchange.modify_order` builds it: an order named by id or client id (the id
+        wins), a side, a positive quantity and price. Whether the order is open, its side and
+        everything about the new figures are the engine's checks (one RequestRejected)."""
+        self._names(c.account, c.symbol)
+        if c.order_id is None and c.client_order_id is None:
+            raise no_order_named()
+        if c.order_id is not None:
+            amended_order_id(c.order_id)
+        if c.client_order_id is not None:
+            orig_client_order_id(c.client_order_id)
+        if type(c.side) is not int or (c.side != 1 and c.side != -1):
+            raise parse.invalid_side()
+        _qty(c.qty_lots)
+        _price(c.price_ticks)
 
     def _transfer(self, c: Deposit | Withdraw) -> None:
         self.account(c.account)
@@ -384,4 +432,4 @@ class Checker:
             raise parse.qty_error(parse.Failure.TOO_LARGE)
 
 
-__all__ = ["Checker"]
+__all__ = ["Checker", "amended_order_id", "no_order_named", "orig_client_order_id"]

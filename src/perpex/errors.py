@@ -132,6 +132,20 @@ REASON_CODES: dict[Reason, tuple[int, str]] = {
         "NEW_ORDER_REJECTED: the token is halted: its NAV is not known until the next rebalance.",
     ),
     Reason.TOKEN_BALANCE_INSUFFICIENT: (-2019, "Token balance is insufficient."),
+    # Order amendment (perpex.core.amend has why each code). Binance answers a modify of an
+    # order that is not open with -2013 (-2011 is the cancel's), and has codes of its own for
+    # an amendment that changes nothing (-5027) and for its min notional (-5029).
+    Reason.ORDER_DOES_NOT_EXIST: (-2013, "Order does not exist."),
+    Reason.AMEND_SIDE_MISMATCH: (
+        -1130,
+        "Data sent for parameter 'side' is not valid: it must be the order's side.",
+    ),
+    Reason.AMEND_QTY_NOT_ABOVE_FILLED: (
+        -4003,
+        "Quantity less than or equal to the executed quantity.",
+    ),
+    Reason.AMEND_NO_CHANGE: (-5027, "No need to modify the order."),
+    Reason.AMEND_MIN_NOTIONAL: (-5029, "Order's notional must be no smaller than {min_notional}"),
 }
 
 

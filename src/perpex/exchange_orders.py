@@ -1,5 +1,5 @@
 """The order calls of the `Exchange` facade: place (plain, protected, conditional, an exit
-ladder) and cancel, decimal strings in, an `Order` view out.
+ladder), modify and cancel, decimal strings in, an `Order` view out.
 
 `place_order` and `cancel_order` are the hot path of a user's program: arguments are checked
 in Binance's order of complaints, the usual combinations of enums in one lookup and repeated
@@ -13,16 +13,20 @@ from collections.abc import Sequence
 from typing import Final
 
 from perpex import parse
+from perpex.checks import amended_order_id, no_order_named, orig_client_order_id
 from perpex.convert import MarketEdge, conditional_view, order_of_placement
-from perpex.core.engine import EngineError
+from perpex.core.engine import EngineError, Order as EngineOrder
 from perpex.core.markets import MarketSpec
 from perpex.core.mass_quote import MAX_MASS_QUOTES
 from perpex.core.messages import (
+    AmendOrder,
     CancelOrder,
     ConditionalKind,
     ConditionalOrderAccepted,
     MassQuote,
     OrderAccepted,
+    OrderAmended,
+    OrderCanceled,
     OrderRejected,
     OrderType,
     PlaceConditionalOrder,
@@ -31,6 +35,7 @@ from perpex.core.messages import (
     Reason,
     RequestRejected,
     TimeInForce,
+    TradeExecuted,
     WorkingType,
 )
 from perpex.core.units import PPM, Rounding, atoms_to_decimal, div
@@ -39,6 +44,7 @@ from perpex.exchange_base import ExchangeBase, internal_error
 from perpex.parse import (
     INT64_LIMIT,
     PLAIN_ORDER_ENUMS,
+    SIDES,
     WORKING_TYPES,
     choice,
     order_enums,
@@ -345,7 +351,7 @@ class OrderCalls(ExchangeBase):
         return views
 
     def _order_error(self, spec: MarketSpec, reason: Reason, side: int) -> ExchangeError:
-        if reason is Reason.MIN_NOTIONAL:
+        if reason is Reason.MIN_NOTIONAL or reason is Reason.AMEND_MIN_NOTIONAL:
             return error_for(reason, min_notional=atoms_to_decimal(spec.min_notional_atoms))
         if reason in (Reason.PRICE_ABOVE_BAND, Reason.PRICE_BELOW_BAND):
             mark = self.engine.market(spec.symbol).mark_ticks
@@ -356,6 +362,84 @@ class OrderCalls(ExchangeBase):
                 edge = div(mark * (PPM - band), PPM, Rounding.CEIL)
             return error_for(reason, band_price=spec.price_to_decimal(edge))
         return error_for(reason)
+
+    def modify_order(
+        self,
+        account: str,
+        symbol: str,
+        order_id: int | None = None,
+        client_order_id: str | None = None,
+        *,
+        side: str,
+        quantity: object,
+        price: object,
+    ) -> Order:
+        """Binance's Modify Order (PUT /fapi/v1/order): a new price and total quantity for an
+        open LIMIT order, named by `order_id` or `client_order_id` (its origClientOrderId; the
+        id wins when both are given). `side` must be the order's; `quantity` is the new
+        original quantity, above what has filled. The order keeps its id, client order id,
+        time in force and reduce-only flag; a new price or a larger quantity sends it to the
+        back of its level, a smaller quantity at the same price keeps its place, and a new
+        price that crosses the book trades as a new GTC order would (a post-only order is
+        refused instead, -5022). Returns the order as it is after the amendment: NEW,
+        PARTIALLY_FILLED, FILLED, or EXPIRED when its rest was expired (self-trade prevention,
+        a closing order past its bankruptcy price).
+
+        A refused amendment raises ExchangeError and leaves the order as it was: -2013 no
+        such open order, -1130 another side, -4003 a quantity not above the executed one,
+        -5027 the same price and quantity, -5029 below the min notional, -2019 margin, and the
+        new order's checks (-4014 off the tick, -4016/-4024 the band, ...);
+        `perpex.core.amend` has them all."""
+        market = self._markets.get(symbol) if _type_of(symbol) is str else None
+        if market is None:
+            market = self._market(symbol)
+        name = self._account(account)
+        if order_id is not None:
+            order_id = amended_order_id(order_id)
+        elif client_order_id is None:
+            raise no_order_named()
+        if client_order_id is not None:
+            client_order_id = orig_client_order_id(client_order_id)
+        side_value = parse.choice(side, SIDES)
+        if side_value is None:
+            raise parse.invalid_side()
+        if quantity is None:
+            raise mandatory("quantity")
+        lots = qty_lots(market.qty, quantity)
+        if price is None:
+            raise mandatory("price")
+        ticks = price_ticks(market.price, price)
+        # The engine's record of the order (the amendment changes it in place, and it keeps
+        # its fills if the amendment filled or expired it): the view comes from it.
+        live: EngineOrder | None = None
+        acct = self.engine.accounts.get(name)
+        if acct is not None:
+            oid = order_id
+            if oid is None and client_order_id is not None:
+                oid = acct.client_ids.get(client_order_id)
+            live = None if oid is None else acct.orders.get(oid)
+        events = self._apply(
+            AmendOrder(name, market.symbol, order_id, client_order_id, side_value, lots, ticks)
+        )
+        first = events[0]
+        if _type_of(first) is not OrderAmended:
+            assert isinstance(first, RequestRejected), first
+            raise self._order_error(market.spec, first.reason, side_value)
+        assert live is not None and live.order_id == first.order_id
+        if acct is not None and live.order_id in acct.orders:
+            status = "PARTIALLY_FILLED" if live.filled_lots else "NEW"
+        elif any(_type_of(e) is OrderCanceled and e.order_id == live.order_id for e in events):
+            status = "EXPIRED"  # its rest expired: self-trade prevention or bankruptcy
+        else:
+            status = "FILLED"
+        assert status != "FILLED" or any(
+            _type_of(e) is TradeExecuted and e.taker_order_id == live.order_id for e in events
+        )
+        return lazy_order(
+            market.spec, live.order_id, live.client_order_id, status, live.reduce_only,
+            live.side, live.order_type, live.time_in_force, live.price_ticks, live.qty_lots,
+            live.filled_lots, live.filled_quote_ticks,
+        )  # fmt: skip
 
     def cancel_order(
         self,

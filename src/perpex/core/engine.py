@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any, Final
 
 from perpex.core import accounts, clock, marks
+from perpex.core.amend import amend_order
 from perpex.core.conditional import Conditionals
 from perpex.core.figures import AccountFigures, account_figures
 from perpex.core.funding_config import FundingConfig
@@ -43,6 +44,7 @@ from perpex.core.mass_quote import mass_quote
 from perpex.core.messages import (
     AdjustIsolatedMargin,
     AdvanceClock,
+    AmendOrder,
     CancelOrder,
     ClockAdvanced,
     Command,
@@ -128,6 +130,7 @@ class Engine:
             MassQuote: partial(mass_quote, state),
             CreateTokens: self.tokens.create,
             RedeemTokens: self.tokens.redeem,
+            AmendOrder: partial(amend_order, state),
         }
 
     # == dispatch =============================================================================

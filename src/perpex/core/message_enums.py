@@ -73,6 +73,12 @@ class Reason(enum.IntEnum):
     UNKNOWN_TOKEN = 122
     TOKEN_HALTED = 123  # the pool lost its equity: NAV unknown until a daily rebalance
     TOKEN_BALANCE_INSUFFICIENT = 124  # redeeming more tokens than held
+    # Order amendment (perpex.core.amend, Binance's Modify Order).
+    ORDER_DOES_NOT_EXIST = 125  # no open order of that id or client id, in that symbol
+    AMEND_SIDE_MISMATCH = 126  # the side sent is not the order's
+    AMEND_QTY_NOT_ABOVE_FILLED = 127  # the new total quantity <= what has filled
+    AMEND_NO_CHANGE = 128  # the same price and quantity as the order has
+    AMEND_MIN_NOTIONAL = 129  # the amended order's notional below the market's minimum
 
 
 class OrderType(enum.IntEnum):

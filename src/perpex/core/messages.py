@@ -222,6 +222,27 @@ class RedeemTokens(Command, frozen=True):
     units: int
 
 
+class AmendOrder(Command, _AccountSymbol, frozen=True):
+    """Binance's Modify Order (PUT /fapi/v1/order): a new price and total quantity for an open
+    LIMIT order, found by `order_id` or, when that is None, by `client_order_id`.
+
+    `side` must be the order's own; `qty_lots` is the new original (total) quantity, which
+    must exceed what has filled. The order keeps its id, client order id, time in force and
+    reduce-only flag. A price change or a larger quantity sends it to the back of its (new)
+    level, and a new price that crosses the book trades like a new GTC order would (a GTX
+    order is refused instead); a smaller quantity at the same price keeps its place. Every
+    check of a new order applies (price range and band, min notional, exposure caps, margin
+    for the new size and price); a refusal is one `RequestRejected` and changes nothing.
+    `perpex.core.amend` has the rules and the codes.
+    """
+
+    order_id: int | None
+    client_order_id: str | None
+    side: int
+    qty_lots: int
+    price_ticks: int
+
+
 AnyCommand = (
     Deposit
     | Withdraw
@@ -240,6 +261,7 @@ AnyCommand = (
     | MassQuote
     | CreateTokens
     | RedeemTokens
+    | AmendOrder
 )
 
 # -- events ----------------------------------------------------------------------------------
@@ -482,6 +504,20 @@ class TokenResumed(Event, frozen=True):
     nav_atoms: int
 
 
+class OrderAmended(Event, _OrderOf, frozen=True):
+    """An `AmendOrder` applied: the order's price and total quantity now and before, and what
+    had filled before it (`qty_lots - filled_lots` is what the amended order offers). Its
+    trades, and its end if it filled or expired, follow as for a new order."""
+
+    side: int
+    client_order_id: str | None
+    price_ticks: int
+    qty_lots: int  # the new original (total) quantity
+    filled_lots: int
+    old_price_ticks: int
+    old_qty_lots: int
+
+
 AnyEvent = (
     Deposited
     | Withdrawn
@@ -513,4 +549,5 @@ AnyEvent = (
     | TokenRebalanced
     | TokenHalted
     | TokenResumed
+    | OrderAmended
 )
