@@ -53,6 +53,7 @@ EXPECTED_NAMES = [
     "covid-2020-03-12",
     "funding-drain",
     "liquidation-distance",
+    "live",
     "oracle-manipulation",
     "squeeze-2021-07-26",
     "stop-slippage",

@@ -54,7 +54,12 @@ def scenarios(
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="address to listen on (a non-loopback address exposes the trading API; /admin "
+        "answers loopback only)",
+    ),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="port to listen on"),
     scenario: str | None = typer.Option(
         None, "--scenario", help="the market: a shipped scenario (perpex scenarios) or a .toml"

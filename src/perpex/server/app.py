@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Final
 
 from fastapi import FastAPI
 
@@ -30,7 +29,6 @@ from perpex.server.sequencer import wall_clock_ns
 from perpex.server.state import ServerState, fund_new_accounts, open_state
 
 log = logging.getLogger("perpex.server")
-FUND_EVERY_TICKS: Final = 1
 
 
 def create_app(
@@ -75,6 +73,13 @@ def create_app(
     return app
 
 
+def _step(state: ServerState, driver: MarketDriver | None) -> None:
+    """One tick, one job (one clock stamp): the market moves, keys made meanwhile are funded."""
+    if driver is not None:
+        driver.step(state.ex, wall_clock_ns())
+    fund_new_accounts(state)
+
+
 async def _tick(state: ServerState) -> None:
     """Step the driver every `tick_seconds` and fund keys made meanwhile."""
     interval = state.config.tick_seconds
@@ -82,9 +87,7 @@ async def _tick(state: ServerState) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            if driver is not None:
-                await state.seq.call(lambda ex: driver.step(ex, wall_clock_ns()))
-            await state.seq.call(lambda ex: fund_new_accounts(state))
+            await state.seq.call(lambda ex: _step(state, driver))
         except asyncio.CancelledError:
             raise
         except Exception:  # a driver bug must not stop the clock of a running server

@@ -1,0 +1,342 @@
+"""The live market's driver alone on an exchange (no server): a scenario's path on the wall
+clock at a speed, the simulator's makers quoting around it, shocks injected from now on.
+
+The sequencer's part is played here by `tick`: it stamps the wall clock on the engine
+(`AdvanceClock`), then steps the driver, as every writing batch of the server does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+from perpex.core.messages import AdvanceClock
+from perpex.exchange import Exchange
+from perpex.live.driver import DEFAULT_SCENARIO, MAX_STEP_WALL_NS, ScenarioDriver
+from perpex.sim import scenario as scenario_module
+from perpex.sim.scenario import load_scenario, loads_scenario
+from perpex.sim.scenario_model import Scenario
+
+S: Final = 1_000_000_000  # ns per second
+START_S: Final = 1_800_000_000  # the exchange's wall clock at start (2027-01-15)
+SYMBOL: Final = "BTCUSDT"
+
+
+def flat(price: float = 60_000.0, steps: int = 3_600, step_seconds: float = 1.0) -> Scenario:
+    """A path that never moves (GBM with sigma 0): what a shock does is all there is to see."""
+    return loads_scenario(
+        f"""
+        name = "flat"
+        question = "Flat?"
+        [path]
+        start_price = {price}
+        steps = {steps}
+        step_seconds = {step_seconds}
+        sigma = 0.0
+        [exchange]
+        mark_price = "index"
+        [agents.makers]
+        count = 2
+        """,
+        "flat.toml",
+    )
+
+
+def climbing(step_return: float, steps: int, step_seconds: float) -> Scenario:
+    """Each step of the path `step_return` higher than the last (a `pattern` path)."""
+    return loads_scenario(
+        f"""
+        name = "climbing"
+        question = "Up?"
+        [path]
+        kind = "pattern"
+        start_price = 50000.0
+        steps = {steps}
+        step_seconds = {step_seconds}
+        returns = [{step_return}]
+        [exchange]
+        mark_price = "index"
+        [agents.makers]
+        count = 1
+        """,
+        "climbing.toml",
+    )
+
+
+def started(driver: ScenarioDriver) -> tuple[Exchange, int]:
+    ex = Exchange(start_time=START_S, **driver.exchange_options())
+    now_ns = ex.time_ns
+    driver.start(ex, now_ns)
+    return ex, now_ns
+
+
+def tick(ex: Exchange, driver: ScenarioDriver, now_ns: int) -> None:
+    ex.submit([AdvanceClock(now_ns)])
+    driver.step(ex, now_ns)
+
+
+def run_for(ex: Exchange, driver: ScenarioDriver, now_ns: int, seconds: int) -> int:
+    """`seconds` ticks of one wall second; returns the new wall time."""
+    for _ in range(seconds):
+        now_ns += S
+        tick(ex, driver, now_ns)
+    return now_ns
+
+
+def index_ticks(ex: Exchange) -> int:
+    return int(ex.engine.state.markets[SYMBOL].index_ticks)
+
+
+def makers_orders(ex: Exchange, driver: ScenarioDriver) -> int:
+    return sum(len(ex.open_orders(m.account, SYMBOL)) for m in driver.makers.makers)
+
+
+# -- configuration ------------------------------------------------------------------------------
+def test_default_scenario_is_the_calm_live_market_and_its_options_never_change() -> None:
+    driver = ScenarioDriver()
+    assert driver.name == DEFAULT_SCENARIO == "live"
+    assert driver.exchange_options() == ScenarioDriver(None, speed=5).exchange_options()
+    options = driver.exchange_options()
+    assert "journal" not in options and "start_time" not in options
+    assert options["mark_price"] == "binance" and options["insurance_fund"] == "1000000.0"
+    (market,) = options["markets"]
+    assert market.symbol == SYMBOL and market.taker_fee == "0.0005"
+    ex = Exchange(**options)
+    assert ex.insurance_fund() == Decimal("1000000")
+
+
+def test_covid_replay_keeps_its_exchange_section_but_not_its_replayed_funding() -> None:
+    covid = ScenarioDriver("covid-2020-03-12", speed=60)
+    options = covid.exchange_options()
+    assert options["insurance_fund"] == "200000.0"
+    assert "funding_history" not in options  # 2020's rates do not cover today's funding times
+    assert options["liquidation"].clearance_fee_ppm == 5_000
+
+
+# -- start: a live book ---------------------------------------------------------------------------
+def test_start_funds_the_makers_seeds_the_index_and_quotes_both_sides() -> None:
+    driver = ScenarioDriver()
+    ex, _ = started(driver)
+    assert index_ticks(ex) == 780_000  # live.toml's start price, 78,000.0
+    for m in driver.makers.makers:
+        assert ex.account(m.account).wallet_balance == Decimal("20000000")
+        assert ex.position(m.account, SYMBOL).leverage == 20
+    book = ex.order_book(SYMBOL, 50)
+    bid_btc = sum(q for _, q in book["bids"])
+    ask_btc = sum(q for _, q in book["asks"])
+    assert len(book["bids"]) >= 20 and len(book["asks"]) >= 20
+    assert bid_btc > 50 and ask_btc > 50  # the real book's shape: tens of BTC within 1 %
+    best_bid, best_ask = book["bids"][0][0], book["asks"][0][0]
+    assert best_bid < Decimal("78000") < best_ask
+
+
+def test_same_seed_same_market_other_seed_other_path() -> None:
+    hashes = []
+    paths = []
+    for seed in (0, 0, 1):
+        driver = ScenarioDriver(seed=seed)
+        ex, now_ns = started(driver)
+        seen = []
+        for _ in range(60):
+            now_ns = run_for(ex, driver, now_ns, 1)
+            seen.append(index_ticks(ex))
+        hashes.append(ex.state_hash())
+        paths.append(seen)
+    assert hashes[0] == hashes[1] and paths[0] == paths[1]
+    assert paths[0] != paths[2]
+
+
+# -- the path clock -----------------------------------------------------------------------------
+def test_the_path_moves_speed_times_the_wall_clock_between_rows_interpolated() -> None:
+    # +0.1 % per one-minute step: at 60x ten wall seconds are ten steps; at 1x a sixth of one.
+    fast = ScenarioDriver(climbing(0.001, 100, 60.0), speed=60)
+    ex, now_ns = started(fast)
+    assert index_ticks(ex) == 500_000
+    run_for(ex, fast, now_ns, 10)
+    assert index_ticks(ex) == round(500_000 * 1.001**10)
+    assert fast.status()["pathSeconds"] == 600.0
+
+    slow = ScenarioDriver(climbing(0.001, 100, 60.0), speed=1)
+    ex, now_ns = started(slow)
+    run_for(ex, slow, now_ns, 10)
+    assert index_ticks(ex) == round(500_000 + 500 * 10 / 60)  # 500 ticks a step, 1/6 of it
+
+
+def test_pause_freezes_the_path_and_resume_carries_on_without_a_jump() -> None:
+    driver = ScenarioDriver(climbing(0.001, 100, 1.0), speed=1)
+    ex, now_ns = started(driver)
+    now_ns = run_for(ex, driver, now_ns, 5)
+    before = index_ticks(ex)
+    driver.pause()
+    now_ns = run_for(ex, driver, now_ns, 30)
+    assert index_ticks(ex) == before and driver.status()["paused"] is True
+    assert driver.status()["pathSeconds"] == 5.0
+    driver.resume()
+    run_for(ex, driver, now_ns, 1)
+    assert index_ticks(ex) == round(before * 1.001)  # one step on, not thirty
+
+
+def test_a_speed_change_keeps_the_price_continuous() -> None:
+    driver = ScenarioDriver(climbing(0.001, 1_000, 1.0), speed=1)
+    ex, now_ns = started(driver)
+    now_ns = run_for(ex, driver, now_ns, 10)
+    at_10 = index_ticks(ex)
+    driver.set_speed(10)
+    now_ns = run_for(ex, driver, now_ns, 1)
+    assert index_ticks(ex) == round(at_10 * 1.001**10)  # from where it was, ten steps a second
+    assert driver.status()["pathSeconds"] == 20.0
+    with pytest.raises(ValueError, match="speed"):
+        driver.set_speed(0)
+    with pytest.raises(ValueError, match="speed"):
+        driver.set_speed(math.inf)
+
+
+def test_speeding_up_does_not_scare_the_makers_out_of_the_book() -> None:
+    # At 100x each tick moves the path 10 times as far (sqrt(100)): to makers that learned
+    # the 1x market, a storm, unless their calm volatility is rescaled with the speed.
+    driver = ScenarioDriver(speed=1)
+    ex, now_ns = started(driver)
+    now_ns = run_for(ex, driver, now_ns, 60)
+    depth_1x = makers_orders(ex, driver)
+    driver.set_speed(100)
+    now_ns = run_for(ex, driver, now_ns, 60)
+    assert all(m.reaction == 0.0 for m in driver.makers.makers)
+    driver.set_speed(1)
+    run_for(ex, driver, now_ns, 60)
+    assert all(m.reaction == 0.0 for m in driver.makers.makers)
+    assert makers_orders(ex, driver) == depth_1x == 80  # 2 makers x 20 levels x 2 sides
+
+
+def test_a_stalled_server_resumes_the_path_instead_of_jumping() -> None:
+    driver = ScenarioDriver(climbing(0.001, 1_000, 1.0), speed=1)
+    ex, now_ns = started(driver)
+    tick(ex, driver, now_ns + 3_600 * S)  # an hour asleep
+    assert driver.status()["pathSeconds"] == MAX_STEP_WALL_NS / S
+
+
+def test_the_path_loops_rescaled_from_where_it_ended() -> None:
+    # 5 steps of +1 % a second: at its end the path starts again from its last price.
+    driver = ScenarioDriver(climbing(0.01, 5, 1.0), speed=1)
+    ex, now_ns = started(driver)
+    seen = [index_ticks(ex)]
+    for _ in range(16):
+        now_ns = run_for(ex, driver, now_ns, 1)
+        seen.append(index_ticks(ex))
+    assert driver.status()["loops"] == 2
+    moves = [b / a - 1 for a, b in itertools.pairwise(seen)]
+    # every second +1 %, except the last step of each 6-second loop, which holds
+    assert all(abs(m - 0.01) < 1e-4 or m == 0 for m in moves), moves
+    assert seen[-1] > seen[0] * 1.01**12
+
+
+# -- shocks ---------------------------------------------------------------------------------------
+def test_a_drop_of_10_pct_over_a_minute_slides_linearly_then_stays() -> None:
+    driver = ScenarioDriver(flat(), speed=1)
+    ex, now_ns = started(driver)
+    assert index_ticks(ex) == 600_000
+    shock = driver.inject("drop", {"percent": 10, "minutes": 1})
+    assert shock["kind"] == "drop" and shock["seconds"] == 60.0
+    now_ns = run_for(ex, driver, now_ns, 30)
+    assert index_ticks(ex) == 570_000  # halfway: -5 %
+    now_ns = run_for(ex, driver, now_ns, 30)
+    assert index_ticks(ex) == 540_000  # -10 %
+    run_for(ex, driver, now_ns, 60)
+    assert index_ticks(ex) == 540_000  # the path goes on from the new level
+    status = driver.status()
+    assert status["shocks"] == [] and status["recentShocks"][0]["kind"] == "drop"
+    assert ex.mark_price(SYMBOL) == Decimal("54000")  # mark = index in this scenario
+
+
+def test_a_drop_moves_the_live_market_about_10_pct() -> None:
+    driver = ScenarioDriver(speed=1)
+    ex, now_ns = started(driver)
+    before = index_ticks(ex)
+    driver.inject("drop", {"percent": "10", "minutes": "1"})
+    run_for(ex, driver, now_ns, 61)
+    assert 0.89 < index_ticks(ex) / before < 0.91  # the GBM moves ~0.04 % a minute
+
+
+def test_a_gap_empties_the_makers_side_then_they_come_back() -> None:
+    driver = ScenarioDriver(flat(), speed=1)
+    ex, now_ns = started(driver)
+    assert makers_orders(ex, driver) > 40
+    driver.inject("gap", {"seconds": 30})
+    now_ns = run_for(ex, driver, now_ns, 1)
+    assert makers_orders(ex, driver) == 0
+    assert ex.order_book(SYMBOL, 5) == {"bids": [], "asks": []}
+    assert driver.status()["makersAway"] is True
+    now_ns = run_for(ex, driver, now_ns, 29)
+    assert makers_orders(ex, driver) > 40 and driver.status()["makersAway"] is False
+
+
+def test_a_divergence_moves_the_local_book_while_the_index_holds() -> None:
+    driver = ScenarioDriver(flat(), speed=1)
+    ex, now_ns = started(driver)
+    driver.inject("divergence", {"percent": 3, "seconds": 60})
+    run_for(ex, driver, now_ns, 1)
+    assert index_ticks(ex) == 600_000
+    best_bid = ex.order_book(SYMBOL, 1)["bids"][0][0]
+    assert best_bid > Decimal("61700")  # around 61,800, not 60,000
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "needle"),
+    [
+        ("flash", {"percent": 10}, "kind"),
+        ("drop", {"percent": 100, "minutes": 1}, "drop percent"),
+        ("drop", {"percent": 10, "minutes": -1}, "negative"),
+        ("pump", {"percent": 2000}, "pump percent"),
+        ("gap", {"seconds": 0}, "seconds"),
+        ("gap", {"percent": 5, "seconds": 10}, "no percent"),
+        ("divergence", {"percent": 0, "seconds": 10}, "divergence percent"),
+        ("drop", {"percent": "ten"}, "number"),
+        ("drop", {"percent": 10, "hours": 1}, "unknown parameter"),
+        ("drop", {"percent": 10, "minutes": 1e9}, "at most"),
+    ],
+)
+def test_bad_shocks_are_refused_with_the_reason(
+    kind: str, params: dict[str, object], needle: str
+) -> None:
+    driver = ScenarioDriver(flat())
+    with pytest.raises(ValueError, match=needle):
+        driver.inject(kind, params)
+    assert driver.status()["shocks"] == []
+
+
+# -- restart -------------------------------------------------------------------------------------
+def test_a_restart_carries_on_from_the_recovered_index_without_new_deposits() -> None:
+    first = ScenarioDriver(climbing(0.001, 1_000, 1.0), speed=1)
+    ex, now_ns = started(first)
+    now_ns = run_for(ex, first, now_ns, 100)
+    recovered = index_ticks(ex)
+    assert recovered == round(500_000 * 1.001**100)
+    wallets = {m.account: ex.account(m.account).wallet_balance for m in first.makers.makers}
+    second = ScenarioDriver(climbing(0.001, 1_000, 1.0), speed=1)  # a new process
+    now_ns += S
+    ex.submit([AdvanceClock(now_ns)])
+    second.start(ex, now_ns)
+    assert abs(index_ticks(ex) - recovered) <= 1  # not back at 50,000
+    assert {m.account: ex.account(m.account).wallet_balance for m in first.makers.makers} == (
+        wallets
+    )
+    run_for(ex, second, now_ns, 1)
+    assert index_ticks(ex) == round(recovered * 1.001)
+
+
+def test_a_replay_by_name_path_or_object_is_one_market_at_its_own_dates() -> None:
+    path = Path(scenario_module.__file__).parent / "scenarios" / "covid-2020-03-12.toml"
+    by_object = ScenarioDriver(load_scenario("covid-2020-03-12"), speed=60)
+    by_path = ScenarioDriver(path, speed=60)
+    by_name = ScenarioDriver("covid-2020-03-12", speed=60)
+    assert by_object.exchange_options() == by_name.exchange_options()
+    assert by_path.exchange_options() == by_name.exchange_options()
+    ex, now_ns = started(by_name)
+    assert index_ticks(ex) > 0
+    assert by_name.status()["scenarioTimeUtc"] == "2020-03-12T00:00:00Z"
+    run_for(ex, by_name, now_ns, 60)  # an hour of Black Thursday
+    assert by_name.status()["scenarioTimeUtc"] == "2020-03-12T01:00:00Z"
