@@ -38,6 +38,7 @@ from perpex.core.messages import (
     TradeExecuted,
     WorkingType,
 )
+from perpex.core.orders import ConditionalOrder
 from perpex.core.units import PPM, Rounding, atoms_to_decimal, div
 from perpex.errors import ExchangeError, error_for, mandatory, not_required
 from perpex.exchange_base import ExchangeBase, internal_error
@@ -57,6 +58,28 @@ _GTC: Final = TimeInForce.GTC
 _IOC: Final = TimeInForce.IOC
 _LIMIT: Final = OrderType.LIMIT
 _type_of = type  # `place_order` has a parameter named `type`, as Binance's API does
+
+
+def _accepted_order(e: ConditionalOrderAccepted) -> ConditionalOrder:
+    """The conditional order as its acceptance describes it (a trailing stop not active)."""
+    return ConditionalOrder(
+        order_id=e.order_id,
+        account=e.account,
+        symbol=e.symbol,
+        side=e.side,
+        kind=e.kind,
+        working_type=e.working_type,
+        qty_lots=e.qty_lots,
+        stop_price_ticks=e.stop_price_ticks,
+        limit_price_ticks=e.limit_price_ticks,
+        time_in_force=e.time_in_force,
+        reduce_only=e.reduce_only,
+        close_position=e.close_position,
+        client_order_id=e.client_order_id,
+        callback_rate_ppm=e.callback_rate_ppm,
+        activation_price_ticks=e.activation_price_ticks,
+        oco_group=e.oco_group,
+    )
 
 
 class OrderCalls(ExchangeBase):
@@ -86,7 +109,13 @@ class OrderCalls(ExchangeBase):
         `working_type`), or a conditional order: STOP_MARKET, STOP, TAKE_PROFIT_MARKET,
         TAKE_PROFIT (trigger in `stop_price`, limit in `price` for STOP/TAKE_PROFIT) or
         TRAILING_STOP_MARKET (`callback_rate` in per cent, 0.1 to 10, optional
-        `activation_price`), which rests outside the book and comes back with status NEW."""
+        `activation_price`), which rests outside the book and comes back with status NEW.
+
+        With a journal, a client order id the idempotency window holds for the account gets
+        its first answer back and changes nothing: the view of the order as first answered
+        (a conditional order still resting from its live record), or the first refusal. An
+        order of the other kind (plain / conditional) under that id is not a resend: -4116.
+        Without one, the engine refuses only an id an open order of the account holds (-4116)."""
         market = self._markets.get(symbol) if _type_of(symbol) is str else None
         if market is None:
             market = self._market(symbol)
@@ -165,12 +194,22 @@ class OrderCalls(ExchangeBase):
         # other orders' business).
         if _type_of(first) is not OrderAccepted:
             if isinstance(first, OrderRejected):
-                raise self._order_error(market.spec, first.reason, side_value)
+                # (a resend's first answer may name another symbol, or one `submit` sent that
+                # is not listed: the error is worded with its spec if it has one)
+                spec = self._specs.get(first.symbol, market.spec) if duplicate else market.spec
+                raise self._order_error(spec, first.reason, side_value)
+            if duplicate:
+                # The journal's first answer under this (account, client order id) placed a
+                # conditional order: this plain order is not a resend of it.
+                raise error_for(Reason.DUPLICATE_CLIENT_ORDER_ID)
             first = next(e for e in events if isinstance(e, OrderAccepted))
         assert isinstance(first, OrderAccepted)
-        # Still open: its record has the fills; else (or for a resent order's first answer)
-        # the command's events say how it ended.
-        record = None if duplicate else self.engine.accounts[account].orders.get(first.order_id)
+        if duplicate:
+            # A resend gets its first answer, as the first caller was told it (the order's
+            # own events; its symbol, which the resend may not have named).
+            return order_of_placement(self._specs[first.symbol], first, events, None)
+        # Still open: its record has the fills; else the command's events say how it ended.
+        record = self.engine.accounts[account].orders.get(first.order_id)
         if record is None:
             return order_of_placement(market.spec, first, events, None)
         filled = record.filled_lots
@@ -225,14 +264,25 @@ class OrderCalls(ExchangeBase):
             0 if callback_rate is None else parse.callback_rate_ppm(callback_rate),
             None if activation_price is None else price_ticks(scale, activation_price),
         )
-        events = self._apply(command)
-        if events and isinstance(events[0], OrderRejected):
-            raise self._order_error(market.spec, events[0].reason, side)
-        accepted = events[0]
-        assert isinstance(accepted, ConditionalOrderAccepted)
-        order = self.engine.conditionals.get(accepted.order_id)
-        assert order is not None, "a conditional order cannot fire at placement"
-        return conditional_view(market.spec, order, "NEW")
+        events, duplicate = self._apply_outcome(command)
+        first = events[0] if events else None
+        if isinstance(first, OrderRejected):
+            spec = self._specs.get(first.symbol, market.spec) if duplicate else market.spec
+            raise self._order_error(spec, first.reason, side)
+        if not isinstance(first, ConditionalOrderAccepted):
+            if duplicate:
+                # The journal's first answer under this (account, client order id) placed a
+                # plain order: this conditional order is not a resend of it.
+                raise error_for(Reason.DUPLICATE_CLIENT_ORDER_ID)
+            raise internal_error(EngineError(f"conditional order answered {first!r}"))
+        # Its live record while it rests (a trailing stop's trigger as it is now). A resend
+        # may come after the order was canceled or fired: then the view is the order as it
+        # was accepted, with the status the first answer gave (NEW). Which way it ended is in
+        # the event log only (`events()`, perhaps taken or not replayed), not worth a scan.
+        order = self.engine.conditionals.get(first.order_id)
+        if order is None:
+            order = _accepted_order(first)
+        return conditional_view(self._specs[first.symbol], order, "NEW")
 
     def place_exit_ladder(
         self,
