@@ -644,7 +644,7 @@ def test_force_orders_throttled_per_symbol_and_second() -> None:
     first = json.loads(handed[0][1])["o"]
     assert first["q"] == "0.010" and first["z"] == "0.004" and first["X"] == "EXPIRED"
     assert first["p"] == "59000.0" and first["ap"] == "59900.0"
-    hub._force_ms["BTCUSDT"] -= 1000  # a second later
+    hub.publisher.force_ms["BTCUSDT"] -= 1000  # a second later
     hub._on_timer(ex, hub._demand)
     assert len(handed) == 2 and not hub.force_pending
     assert json.loads(handed[1][1])["o"]["z"] == "0.006"
