@@ -32,7 +32,7 @@ from rich.table import Table
 
 MODULES = [
     "bench_edge", "bench_book", "bench_engine", "bench_risk", "bench_journal", "bench_sim",
-    "bench_sweep",
+    "bench_sweep", "bench_server",
 ]  # fmt: skip
 COLUMNS = ("benchmark", "metric", "value", "baseline", "ratio", "goal")
 
