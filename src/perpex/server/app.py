@@ -25,6 +25,7 @@ from perpex.server import (
 from perpex.server.config import ServerConfig
 from perpex.server.driver import MarketDriver
 from perpex.server.errors import install_handlers
+from perpex.server.fast_routes import PerpexAPI
 from perpex.server.sequencer import wall_clock_ns
 from perpex.server.state import ServerState, fund_new_accounts, open_state
 
@@ -60,7 +61,7 @@ def create_app(
             await opened.hub.close()
             await asyncio.to_thread(opened.close)
 
-    app = FastAPI(
+    app = PerpexAPI(
         title="perpex",
         summary="A local perpetual-futures exchange speaking Binance USDⓈ-M's API",
         lifespan=lifespan,
@@ -70,6 +71,7 @@ def create_app(
     install_handlers(app)
     for module in (routes_public, routes_trade, routes_account, routes_admin, routes_ws, dashboard):
         app.include_router(module.router)
+    app.index_fast_routes()
     return app
 
 
