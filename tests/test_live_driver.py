@@ -2,25 +2,29 @@
 clock at a speed, the simulator's makers quoting around it, shocks injected from now on.
 
 The sequencer's part is played here by `tick`: it stamps the wall clock on the engine
-(`AdvanceClock`), then steps the driver, as every writing batch of the server does.
+(`AdvanceClock`), then steps the driver, as every writing batch of the server does. The tape's
+tests at the end also run one through a real server (tests/server_harness.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
 import pytest
 
-from perpex.core.messages import AdvanceClock
+from perpex.core.messages import AdvanceClock, Event, OrderRejected, TradeExecuted
 from perpex.exchange import Exchange
 from perpex.live.driver import DEFAULT_SCENARIO, MAX_STEP_WALL_NS, ScenarioDriver
+from perpex.live.tape import MAX_POSITION_BTC, MAX_TAPE_PER_MINUTE, TAPE_ACCOUNT
 from perpex.sim import scenario as scenario_module
 from perpex.sim.scenario import load_scenario, loads_scenario
 from perpex.sim.scenario_model import Scenario
+from server_harness import serve
 
 S: Final = 1_000_000_000  # ns per second
 START_S: Final = 1_800_000_000  # the exchange's wall clock at start (2027-01-15)
@@ -340,3 +344,149 @@ def test_a_replay_by_name_path_or_object_is_one_market_at_its_own_dates() -> Non
     assert by_name.status()["scenarioTimeUtc"] == "2020-03-12T00:00:00Z"
     run_for(ex, by_name, now_ns, 60)  # an hour of Black Thursday
     assert by_name.status()["scenarioTimeUtc"] == "2020-03-12T01:00:00Z"
+
+
+# -- the tape: a served market trades -------------------------------------------------------------
+def tape_run(
+    driver: ScenarioDriver, seconds: int, tick_s: float = 1.0
+) -> tuple[Exchange, int, list[Event], int]:
+    """`seconds` of wall time in ticks of `tick_s`: (exchange, wall time, the events after the
+    start, the tape's largest |position| in lots seen after a tick)."""
+    ex, now_ns = started(driver)
+    ex.take_events()
+    events: list[Event] = []
+    largest_lots = 0
+    for _ in range(round(seconds / tick_s)):
+        now_ns += round(tick_s * S)
+        tick(ex, driver, now_ns)
+        events += ex.take_events()
+        largest_lots = max(largest_lots, abs(tape_lots(ex)))
+    return ex, now_ns, events, largest_lots
+
+
+def tape_lots(ex: Exchange) -> int:
+    acct = ex.engine.accounts.get(TAPE_ACCOUNT)
+    pos = acct.positions.get(SYMBOL) if acct is not None else None
+    return pos.size_lots if pos is not None else 0
+
+
+def tape_trades(events: list[Event]) -> list[TradeExecuted]:
+    return [e for e in events if type(e) is TradeExecuted and e.taker_account == TAPE_ACCOUNT]
+
+
+def test_the_tape_trades_about_20_a_minute_against_the_makers_by_default() -> None:
+    driver = ScenarioDriver()  # live.toml, the tape at its default rate
+    ex, _, events, _ = tape_run(driver, 120)
+    trades = tape_trades(events)
+    # Poisson(40) over two minutes: 25 to 55 is beyond 2.3 standard deviations either way.
+    assert 25 <= len(trades) <= 55, len(trades)
+    makers = {m.account for m in driver.makers.makers}
+    assert {t.maker_account for t in trades} <= makers
+    assert {t.taker_side for t in trades} == {1, -1}
+    lots = sorted(t.qty_lots for t in trades)
+    assert lots[0] >= 1 and 3 <= lots[len(lots) // 2] <= 8  # around 0.005 BTC: 5 lots
+    assert not [e for e in events if type(e) is OrderRejected]
+    # At the makers' quotes around the path: within 0.1 % of the index.
+    index = index_ticks(ex)
+    assert all(abs(t.price_ticks / index - 1) < 0.001 for t in trades[-10:])
+    assert ex.account(TAPE_ACCOUNT).wallet_balance > Decimal("9999000")  # funded 10M, fees
+    assert driver.status()["tapePerMinute"] == 20.0
+
+
+def test_the_tape_rate_is_wall_time_whatever_the_speed_and_the_tick() -> None:
+    counts = []
+    for speed, tick_s in ((1, 1.0), (60, 1.0), (1, 0.2)):
+        driver = ScenarioDriver(flat(), speed=speed, tape_per_minute=120)
+        counts.append(len(tape_trades(tape_run(driver, 120, tick_s)[2])))
+    # Poisson(240) each: 200 to 280 is 2.6 standard deviations.
+    assert all(200 <= n <= 280 for n in counts), counts
+
+
+def test_the_tape_leans_against_its_position_which_stays_small() -> None:
+    driver = ScenarioDriver(flat(), tape_per_minute=600)  # 10 a second for 10 minutes
+    ex, _, events, largest_lots = tape_run(driver, 600)
+    trades = tape_trades(events)
+    assert len(trades) > 5_000
+    bought_lots = sum(t.qty_lots for t in trades if t.taker_side == 1)
+    assert 0.45 < bought_lots / sum(t.qty_lots for t in trades) < 0.55
+    max_lots = round(MAX_POSITION_BTC / 0.001)
+    assert largest_lots <= max_lots  # 0.1 BTC: a few thousand USDT, never near liquidation
+    # The makers hold the other side, so their inventory from the tape stays as small.
+    makers_lots = [ex.engine.accounts[m.account].positions[SYMBOL].size_lots
+                   for m in driver.makers.makers]  # fmt: skip
+    assert sum(makers_lots) == -tape_lots(ex)
+    assert all(abs(lots) <= max_lots for lots in makers_lots)
+
+
+def test_same_seed_same_tape_other_seed_other_tape() -> None:
+    runs = []
+    for seed in (7, 7, 8):
+        ex, _, events, _ = tape_run(ScenarioDriver(flat(), seed=seed, tape_per_minute=60), 120)
+        runs.append((ex.state_hash(), [(t.qty_lots, t.taker_side) for t in tape_trades(events)]))
+    assert runs[0] == runs[1]
+    assert runs[0][1] != runs[2][1]
+
+
+def test_no_tape_while_paused_or_while_a_gap_holds_the_makers_out() -> None:
+    driver = ScenarioDriver(flat(), tape_per_minute=600)
+    ex, now_ns = started(driver)
+    now_ns = run_for(ex, driver, now_ns, 5)
+    assert driver.status()["tapeOrders"] > 0
+    # Paused: the market stands still, the tape too (and no burst for the pause on resume).
+    driver.pause()
+    ex.take_events()
+    now_ns = run_for(ex, driver, now_ns, 30)
+    assert tape_trades(ex.take_events()) == []
+    driver.resume()
+    now_ns = run_for(ex, driver, now_ns, 1)
+    assert 1 <= len(tape_trades(ex.take_events())) <= 25  # one second's, about 10
+    # A gap: no book to trade against, and no orders sent to expire against nothing.
+    driver.inject("gap", {"seconds": 20})
+    now_ns = run_for(ex, driver, now_ns, 1)  # the makers pull out on this tick
+    sent = driver.status()["tapeOrders"]
+    ex.take_events()
+    now_ns = run_for(ex, driver, now_ns, 15)
+    assert driver.status()["tapeOrders"] == sent
+    assert [e for e in ex.take_events() if getattr(e, "account", None) == TAPE_ACCOUNT] == []
+    run_for(ex, driver, now_ns, 10)  # the makers are back: so is the tape
+    assert driver.status()["tapeOrders"] > sent
+
+
+def test_tape_0_turns_it_off_and_a_restart_does_not_fund_it_again() -> None:
+    quiet = ScenarioDriver(flat(), tape_per_minute=0)
+    ex, _, events, _ = tape_run(quiet, 60)
+    assert tape_trades(events) == [] and TAPE_ACCOUNT not in ex.engine.accounts
+    first = ScenarioDriver(flat(), tape_per_minute=60)
+    ex, now_ns, _, _ = tape_run(first, 30)
+    wallet = ex.account(TAPE_ACCOUNT).wallet_balance
+    second = ScenarioDriver(flat(), tape_per_minute=60)  # a new process on the same journal
+    now_ns += S
+    ex.submit([AdvanceClock(now_ns)])
+    second.start(ex, now_ns)
+    assert ex.account(TAPE_ACCOUNT).wallet_balance == wallet
+
+
+@pytest.mark.parametrize("rate", [-1, math.inf, math.nan, MAX_TAPE_PER_MINUTE + 1, "20", True])
+def test_a_bad_tape_rate_is_refused(rate: object) -> None:
+    with pytest.raises(ValueError, match="tape rate"):
+        ScenarioDriver(flat(), tape_per_minute=rate)  # type: ignore[arg-type]
+
+
+@pytest.mark.server
+def test_a_served_market_has_trades_and_candles_within_seconds(tmp_path: Path) -> None:
+    driver = ScenarioDriver(flat(), tape_per_minute=1_200)  # 20 a second: quick to see
+    with serve(tmp_path, driver=driver, tick_seconds=0.2) as s, s.client() as client:
+        deadline = time.monotonic() + 10
+        while True:
+            time.sleep(0.5)
+            trades = client.get("/fapi/v1/trades", params={"symbol": SYMBOL}).json()
+            candles = client.get(
+                "/fapi/v1/klines", params={"symbol": SYMBOL, "interval": "1m"}
+            ).json()
+            if (trades and candles) or time.monotonic() > deadline:
+                break
+    assert len(trades) > 0 and len(candles) >= 1, (trades, candles)
+    open_, high, low, close, volume = (Decimal(x) for x in candles[-1][1:6])
+    assert low <= min(open_, close) <= max(open_, close) <= high and volume > 0
+    assert abs(close / Decimal(60_000) - 1) < Decimal("0.001")  # at the makers' quotes
+    assert all(Decimal(t["qty"]) > 0 and Decimal(t["price"]) > 0 for t in trades)

@@ -40,7 +40,7 @@ count = 2
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    driver = ScenarioDriver(loads_scenario(FLAT, "flat-admin.toml"), speed=1)
+    driver = ScenarioDriver(loads_scenario(FLAT, "flat-admin.toml"), speed=1, tape_per_minute=0)
     with serve(tmp_path_factory.mktemp("admin"), driver=driver, tick_seconds=0.1) as s:
         yield s
 

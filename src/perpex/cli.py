@@ -68,11 +68,17 @@ def serve(
     data_dir: str | None = typer.Option(
         None, "--data-dir", help="journal and keys (default ~/.local/share/perpex)"
     ),
+    tape: float = typer.Option(
+        20.0,
+        "--tape",
+        help="the market's own small trades a wall-clock minute, on average (0: none; then "
+        "nobody trades but you, and there are no candles until you do)",
+    ),
 ) -> None:
     """A local exchange with Binance USDⓈ-M's API, live streams and a web dashboard."""
     from perpex.live.console import serve as run_server
 
-    run_server(host=host, port=port, scenario=scenario, speed=speed, data_dir=data_dir)
+    run_server(host=host, port=port, scenario=scenario, speed=speed, data_dir=data_dir, tape=tape)
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of a perpex serve data dir")

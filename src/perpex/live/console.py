@@ -4,7 +4,7 @@ print where to connect and with which keys, then serve until Ctrl-C.
 What it prints (one label a line, so a script can read it; the secrets are the data dir's,
 shown to whoever started the server, as `perpex keys create` shows a new key's)::
 
-    perpex serve  scenario live (BTCUSDT) at 1x, seed 0
+    perpex serve  scenario live (BTCUSDT) at 1x, seed 0, tape 20 trades/min
     data dir      /home/me/.local/share/perpex (journal seq 2: a new exchange)
     url           http://127.0.0.1:8080
     dashboard     http://127.0.0.1:8080/#admin=<admin token>
@@ -12,10 +12,10 @@ shown to whoever started the server, as `perpex keys create` shows a new key's):
     secret        <its secret>
     admin token   <token> (header X-Admin-Token; /admin answers loopback clients only)
 
-A mistake of the user's (an unknown scenario, a bad speed, a data dir whose journal belongs to
-another scenario's exchange) is one line on stderr and exit status 2. Any address may be
-served (`--host 0.0.0.0` in a container): the trading API then answers the network, signed
-by keys as on Binance, while `/admin` still answers loopback clients only.
+A mistake of the user's (an unknown scenario, a bad speed or tape rate, a data dir whose
+journal belongs to another scenario's exchange) is one line on stderr and exit status 2. Any
+address may be served (`--host 0.0.0.0` in a container): the trading API then answers the
+network, signed by keys as on Binance, while `/admin` still answers loopback clients only.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Final, NoReturn
 
 from perpex.journal import ConfigMismatch, JournalError
 from perpex.live.driver import ScenarioDriver
+from perpex.live.tape import DEFAULT_TAPE_PER_MINUTE
 from perpex.server import create_app
 from perpex.server.config import DEMO_ACCOUNT, ServerConfig, default_data_dir
 from perpex.server.routes_admin import TOKEN_HEADER, is_loopback
@@ -63,7 +64,7 @@ def banner(state: ServerState, driver: ScenarioDriver, *, recovered: bool) -> li
     what = "recovered" if recovered else "a new exchange"
     lines = [
         f"perpex serve  scenario {driver.name} ({driver.symbol}) at {driver.speed:g}x, "
-        f"seed {driver.seed}",
+        f"seed {driver.seed}, tape {driver.tape.per_minute:g} trades/min",
         f"data dir      {config.data_dir} (journal seq {seq}: {what})",
         f"url           {base}",
         f"dashboard     {base}/#admin={state.admin_token}",
@@ -91,15 +92,16 @@ def serve(
     scenario: str | None = None,
     speed: float = 1.0,
     data_dir: str | None = None,
+    tape: float = DEFAULT_TAPE_PER_MINUTE,
 ) -> None:
     """The body of `perpex serve`: returns when the server has stopped."""
     import uvicorn  # the server's own dependency: imported only to serve
 
     try:
-        driver = ScenarioDriver(scenario, speed=speed)
+        driver = ScenarioDriver(scenario, speed=speed, tape_per_minute=tape)
     except ScenarioError as exc:
         _fail(_one_line(exc))
-    except ValueError as exc:  # a bad speed, or a scenario the driver cannot build
+    except ValueError as exc:  # a bad speed or tape rate, or a scenario the driver cannot build
         _fail(_one_line(exc))
     config = ServerConfig(
         data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(),

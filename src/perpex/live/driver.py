@@ -14,19 +14,30 @@ clock itself):
 3. as the simulator's runner does for one step: the makers (`MarketMakers` with the
    scenario's ``[agents.makers]``, or the defaults when it has none) re-quote through their
    `MassQuote`s, the index is published (`UpdateIndex`: the engine's liquidation pass and
-   stops run on it), the world is refreshed and the makers observe the events.
+   stops run on it), the world is refreshed;
+4. the tape (`perpex.live.tape`, account ``tape``) sends the small market orders of the wall
+   time elapsed (`tape_per_minute` a minute on average; none while paused or while a gap holds
+   the makers out), the world is refreshed again and the makers observe the tick's events (a
+   quote the tape filled is re-sent on the next tick, as in the simulator).
 
 A maker re-quotes only when its ladder would change (the simulator's rule; `requote_ticks`
 coarsens it), or when its resting quotes changed since it sent them (someone traded against
 them or a liquidation did: the driver compares the maker's resting orders with what it left,
-since the server's other jobs' events never pass through here). Only the makers trade: the
-scenario's other agents (traders, takers, whale, strategy) and its leveraged tokens are for
-`perpex simulate`; on a served market the users are the traders.
+since the server's other jobs' events never pass through here). Only the makers and the tape
+trade: the scenario's other agents (traders, takers, whale, strategy) and its leveraged tokens
+are for `perpex simulate`; on a served market the users are the traders. The tape is there
+because a market of makers alone never trades: no tape, no candles, and bots that read
+candles never act.
 
-`start(ex, now_ns)` runs after recovery on every start: the first index, the makers'
-accounts when new (deposit, leverage), their first ladders. On a restart the path begins again
-rescaled so that its index is the journal's (`LivePath.rebase`): the market carries on from
-the price it had, not from the scenario's first price.
+Paused, the market stands still: the path, and the tape with it (a print at the frozen price
+would still move the last price, the makers' inventories and the candles, which is what the
+admin paused). The tape trades on wall time at any speed, so its journal cost (a market order
+and, about as often, a maker's re-sent ladder) does not grow with `speed`.
+
+`start(ex, now_ns)` runs after recovery on every start: the first index, the makers' and the
+tape's accounts when new (deposit, leverage), the makers' first ladders. On a restart the path
+begins again rescaled so that its index is the journal's (`LivePath.rebase`): the market
+carries on from the price it had, not from the scenario's first price.
 
 `exchange_options()` is the scenario's ``[exchange]`` in the facade's words (its market with
 its brackets and fees, mark price mode, insurance fund, liquidation settings), the same on
@@ -35,7 +46,8 @@ premium-index rate at the wall clock's funding times: Binance's published rates 
 scenario's ``funding = "binance"``) belong to the scenario's dates, not to today's.
 
 Determinism: the same scenario, seed and sequence of `now_ns` (and of admin calls between
-steps) give the same commands; the path is seeded from `seed`, the makers draw nothing.
+steps) give the same commands; the path is seeded from `seed`, the makers draw nothing, the
+tape draws from its own generator seeded from `seed`.
 """
 
 from __future__ import annotations
@@ -56,6 +68,7 @@ from perpex.core.units import PPM
 from perpex.exchange import Exchange
 from perpex.live.path_clock import LivePath
 from perpex.live.shocks import NS_PER_SECOND, LiveShock, make_shock
+from perpex.live.tape import DEFAULT_TAPE_PER_MINUTE, Tape
 from perpex.sim.agents.config import MakerConfig
 from perpex.sim.agents.makers import VOL_FLOOR, MarketMakers
 from perpex.sim.build import ZERO_FUNDING, build_market, build_path
@@ -112,13 +125,15 @@ def _utc(ns: int) -> str:
 
 class ScenarioDriver:
     """The market of a scenario (a shipped name, a .toml path, a `Scenario`; None: ``live``)
-    at `speed` scenario seconds per wall second, its path seeded by `seed`."""
+    at `speed` scenario seconds per wall second, its path and tape seeded by `seed`, with
+    `tape_per_minute` tape trades a wall minute on average (0: none)."""
 
     def __init__(
         self,
         scenario: Scenario | str | os.PathLike[str] | None = None,
         speed: float = 1.0,
         seed: int = 0,
+        tape_per_minute: float = DEFAULT_TAPE_PER_MINUTE,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
             raise ValueError(f"seed must be an integer in [0, 2^63), got {seed!r}")
@@ -130,6 +145,7 @@ class ScenarioDriver:
         self.paused = False
         self.path = LivePath(build_path(self.scenario, seed))
         self.makers = MarketMakers(self.scenario.agents.makers or MakerConfig(), self.symbol)
+        self.tape = Tape(self.symbol, tape_per_minute, seed)
         self.clock_ns = 0  # the path clock: scenario ns since this driver began
         self.steps = 0  # ticks published (the makers' world counts them as steps)
         self.index_ticks = 0  # the last index published
@@ -160,9 +176,10 @@ class ScenarioDriver:
         events = self._submit(ex, [UpdateIndex(self.symbol, index)])
         world.refresh()
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, MAKER_SEED]).spawn(1)[0])
-        events += self._submit(ex, self._new_accounts_only(ex, self.makers.start(world, rng)))
+        setup = self.makers.start(world, rng) + self.tape.start()
+        events += self._submit(ex, self._new_accounts_only(ex, setup))
         self.makers.observe(events)
-        self._quote_and_publish(ex, target, index)
+        self._quote_and_publish(ex, target, index, 0)
 
     def step(self, ex: Exchange, now_ns: int) -> None:
         if self._world is None or self._wall_ns is None:
@@ -174,7 +191,8 @@ class ScenarioDriver:
             self.clock_ns += round(elapsed_ns * self.speed)
         target, index, away = self._prices()
         self._world.advance(self.steps, now_ns, target, index, away)
-        self._quote_and_publish(ex, target, index)
+        tape_ns = elapsed_ns if elapsed_ns > 0 and not self.paused else 0
+        self._quote_and_publish(ex, target, index, tape_ns)
 
     # -- MarketDriver: the admin's controls --------------------------------------------------
     def status(self) -> Mapping[str, Any]:
@@ -196,6 +214,8 @@ class ScenarioDriver:
             "targetPrice": self._price_text(self.target_ticks),
             "makers": len(self.makers.makers),
             "makersAway": self.makers_away,
+            "tapePerMinute": self.tape.per_minute,
+            "tapeOrders": self.tape.orders,
             "shocks": [s.describe(clock) for s in self._shocks],
             "recentShocks": [s.describe(clock) for s in self._recent],
         }
@@ -276,15 +296,19 @@ class ScenarioDriver:
         return str(self._spec.price_to_decimal(ticks))
 
     # -- the makers ----------------------------------------------------------------------------
-    def _quote_and_publish(self, ex: Exchange, target: int, index: int) -> None:
+    def _quote_and_publish(self, ex: Exchange, target: int, index: int, tape_ns: int) -> None:
         """The runner's step after the world moved: the makers' ladders, the index, refresh,
-        observe."""
+        the tape's orders of `tape_ns` wall time (the runner's other agents), refresh, observe."""
         world = self._world
         assert world is not None
         self._notice_changed_quotes(ex)
         events = self._submit(ex, self.makers.step(world))
         events += self._submit(ex, [UpdateIndex(self.symbol, index)])
         world.refresh()
+        tape = self._submit(ex, self.tape.step(world, tape_ns))
+        if tape:
+            world.refresh()
+            events += tape
         self.makers.observe(events)
         self._remember_resting(ex)
         self.target_ticks, self.index_ticks, self.makers_away = target, index, world.makers_away
