@@ -2,8 +2,8 @@
 
 The load generator must not share the server's GIL, so `bench_server` starts this launcher as
 a child process. It builds a `ServerConfig` with limits far above what the benchmark sends
-(the benchmark measures the server, not its 429s), a fixed market (`BenchDriver`: the idea of
-`tests/server_harness.StaticDriver`, copied so that benchmarks do not import tests) and one API
+(the benchmark measures the server, not its 429s), a fixed market (`perpex.live.StaticDriver`,
+the one the tests use) and one API
 key per client, each funded by its deposit when the server starts, then serves with uvicorn
 the way the test harness does. The journal is on, as in production: WAL, one fsync per group
 commit, in `--data-dir`.
@@ -25,13 +25,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import uvicorn
 
-from perpex.core.messages import MassQuote, UpdateIndex
+from perpex.live.static import StaticDriver
 from perpex.server import ServerConfig, create_app
 from perpex.server.config import Limits
 from perpex.server.state import open_state
@@ -43,58 +42,6 @@ BENCH_LIMITS: Final = Limits(
 )
 DEPOSIT_USDT: Final = "1000000"  # per client account: no order is refused for margin
 READY_TIMEOUT_S: Final = 30.0
-
-
-@dataclass
-class BenchDriver:
-    """A fixed index (BTCUSDT 60,000.0, ETHUSDT 3,000.0, mark = index) and one maker ("mm")
-    quoting `levels` levels a side, one tick apart from `spread_ticks` out, `qty_lots` each,
-    re-quoted (one `MassQuote` per symbol) every tick of the server's clock."""
-
-    name: str = "bench-static"
-    prices_ticks: Mapping[str, int] = field(
-        default_factory=lambda: {"BTCUSDT": 600_000, "ETHUSDT": 300_000}
-    )
-    levels: int = 20
-    spread_ticks: int = 5
-    qty_lots: int = 500
-    paused: bool = False
-    speed: float = 1.0
-
-    def exchange_options(self) -> Mapping[str, Any]:
-        return {"mark_price": "index", "insurance_fund": "1000000"}
-
-    def start(self, ex: Any, now_ns: int) -> None:
-        if "mm" not in ex.engine.accounts:
-            ex.deposit("mm", "100000000")
-        self.step(ex, now_ns)
-
-    def step(self, ex: Any, now_ns: int) -> None:
-        if self.paused:
-            return
-        commands: list[Any] = []
-        for symbol, index_ticks in self.prices_ticks.items():
-            commands.append(UpdateIndex(symbol, index_ticks))
-            gap_ticks, lots = self.spread_ticks, self.qty_lots
-            quotes = [(1, index_ticks - gap_ticks - i, lots) for i in range(self.levels)]
-            quotes += [(-1, index_ticks + gap_ticks + i, lots) for i in range(self.levels)]
-            commands.append(MassQuote("mm", symbol, tuple(quotes)))
-        ex.submit(commands)
-
-    def status(self) -> Mapping[str, Any]:
-        return {"scenario": self.name, "paused": self.paused, "speed": self.speed}
-
-    def pause(self) -> None:
-        self.paused = True
-
-    def resume(self) -> None:
-        self.paused = False
-
-    def set_speed(self, speed: float) -> None:
-        self.speed = speed
-
-    def inject(self, kind: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
-        raise ValueError(f"the benchmark's market takes no shocks ({kind!r})")
 
 
 def emit(message: Mapping[str, Any]) -> None:
@@ -127,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tick_seconds=args.tick_seconds,
         limits=BENCH_LIMITS,
     )
-    state = open_state(config, BenchDriver())
+    state = open_state(config, StaticDriver(name="bench-static"))
     keys: list[list[str]] = []
     for name in filter(None, args.names.split(",")):
         made = state.keys.create(name, deposit=DEPOSIT_USDT)  # funded at start by the server

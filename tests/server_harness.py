@@ -16,14 +16,14 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 
-from perpex.core.messages import MassQuote, UpdateIndex
+from perpex.live.static import StaticDriver
 from perpex.server import ServerConfig, create_app
 from perpex.server.config import DEMO_ACCOUNT, Limits
 from perpex.server.state import ServerState, open_state
@@ -33,62 +33,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@dataclass
-class StaticDriver:
-    """A fixed index (BTCUSDT 60,000, ETHUSDT 3,000) and a maker ladder of `levels` levels a
-    side, one tick apart from `spread_ticks` out, `qty_lots` each."""
-
-    name: str = "static"
-    prices: Mapping[str, int] = field(
-        default_factory=lambda: {"BTCUSDT": 600_000, "ETHUSDT": 300_000}
-    )
-    levels: int = 20
-    spread_ticks: int = 5
-    qty_lots: int = 500
-    paused: bool = False
-    speed: float = 1.0
-    shocks: list[dict[str, Any]] = field(default_factory=list)
-
-    def exchange_options(self) -> Mapping[str, Any]:
-        return {"mark_price": "index", "insurance_fund": "1000000"}
-
-    def start(self, ex: Any, now_ns: int) -> None:
-        if "mm" not in ex.engine.accounts:
-            ex.deposit("mm", "100000000")
-        self.step(ex, now_ns)
-
-    def step(self, ex: Any, now_ns: int) -> None:
-        commands: list[Any] = []
-        for symbol, index in self.prices.items():
-            commands.append(UpdateIndex(symbol, index))
-            gap, lots = self.spread_ticks, self.qty_lots
-            quotes = [(1, index - gap - i, lots) for i in range(self.levels)]
-            quotes += [(-1, index + gap + i, lots) for i in range(self.levels)]
-            commands.append(MassQuote("mm", symbol, tuple(quotes)))
-        ex.submit(commands)
-
-    def status(self) -> Mapping[str, Any]:
-        return {"scenario": self.name, "paused": self.paused, "speed": self.speed}
-
-    def pause(self) -> None:
-        self.paused = True
-
-    def resume(self) -> None:
-        self.paused = False
-
-    def set_speed(self, speed: float) -> None:
-        self.speed = speed
-
-    def inject(self, kind: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
-        if kind != "drop":
-            raise ValueError(f"unknown shock kind {kind!r}")
-        pct = float(params.get("percent", 10))
-        self.prices = {s: int(p * (100 - pct) / 100) for s, p in self.prices.items()}
-        shock = {"kind": kind, "percent": pct}
-        self.shocks.append(shock)
-        return shock
 
 
 @dataclass

@@ -22,7 +22,7 @@ import msgspec
 from perpex.core.engine import Engine
 from perpex.core.messages import Event
 from perpex.journal.idempotency import IdempotencyWindow
-from perpex.journal.recovery import describe_genesis, step
+from perpex.journal.recovery import Outcome, describe_genesis, step
 from perpex.journal.store import (
     FORMAT_VERSION,
     ConfigMismatch,
@@ -69,20 +69,11 @@ def replay(path: str | os.PathLike[str], *, check_snapshots: bool = True) -> Rep
     """Replay the whole journal at `path` into a fresh engine (the file is not modified)."""
     store = JournalStore(path, create=False)
     try:
-        meta = _meta(store)
-        count, first, _ = store.command_range()
-        if count and first != 1:
-            raise JournalError(
-                f"{store.path}: journal rows before seq {first} were pruned; a replay from the "
-                "start is impossible (opening the journal recovers from its snapshots instead)"
-            )
         expected = {s.seq: s.state_hash for s in store.snapshots()} if check_snapshots else {}
-        engine = Engine.restore(meta.genesis)
-        window = IdempotencyWindow(meta.window_capacity)
+        engine = None
         digest = EventDigest()
         replayed = 0
-        for seq, _ts_ns, key, command in store.iter_commands(0):
-            outcome = step(engine, window, seq, command, key)
+        for engine, seq, outcome in _replay_rows(store):
             if not outcome.duplicate and outcome.error is None:
                 digest.update(outcome.events)
             replayed += 1
@@ -93,6 +84,8 @@ def replay(path: str | os.PathLike[str], *, check_snapshots: bool = True) -> Rep
                     f"(state hash {engine.state_hash()[:16]}... != {want[:16]}...): the engine "
                     "is not the one that wrote the journal, or not deterministic"
                 )
+        if engine is None:  # no rows: the genesis state
+            engine = Engine.restore(_meta(store).genesis)
         engine.check_invariants()
         return ReplayResult(engine.state_hash(), digest.hexdigest(), replayed)
     finally:
@@ -106,17 +99,7 @@ def iter_events(path: str | os.PathLike[str]) -> Iterator[list[Event]]:
     A duplicate (a resent client order id) and a row the engine refused yield nothing."""
     store = JournalStore(path, create=False)
     try:
-        meta = _meta(store)
-        count, first, _ = store.command_range()
-        if count and first != 1:
-            raise JournalError(
-                f"{store.path}: journal rows before seq {first} were pruned; the events "
-                "before them cannot be recomputed"
-            )
-        engine = Engine.restore(meta.genesis)
-        window = IdempotencyWindow(meta.window_capacity)
-        for seq, _ts_ns, key, command in store.iter_commands(0):
-            outcome = step(engine, window, seq, command, key)
+        for _engine, _seq, outcome in _replay_rows(store):
             if not outcome.duplicate and outcome.error is None and outcome.events:
                 yield outcome.events
     finally:
@@ -159,6 +142,22 @@ def inspect(path: str | os.PathLike[str], *, by_type: bool = False) -> dict[str,
         return info
     finally:
         store.close()
+
+
+def _replay_rows(store: JournalStore) -> Iterator[tuple[Engine, int, Outcome]]:
+    """Every row from seq 1 through a fresh engine (the one `step()` live recovery uses):
+    (the engine after the row, its seq, its outcome). Refuses a journal pruned at the start."""
+    meta = _meta(store)
+    count, first, _ = store.command_range()
+    if count and first != 1:
+        raise JournalError(
+            f"{store.path}: journal rows before seq {first} were pruned; a replay from the "
+            "start is impossible (opening the journal recovers from its snapshots instead)"
+        )
+    engine = Engine.restore(meta.genesis)
+    window = IdempotencyWindow(meta.window_capacity)
+    for seq, _ts_ns, key, command in store.iter_commands(0):
+        yield engine, seq, step(engine, window, seq, command, key)
 
 
 def _meta(store: JournalStore, *, check_format: bool = True) -> Meta:
