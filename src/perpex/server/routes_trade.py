@@ -66,6 +66,16 @@ async def new_order(request: Request) -> Response:
 
 @router.get("/fapi/v1/order")
 async def query_order(request: Request) -> Response:
+    return await _query(request, open_only=False)
+
+
+@router.get("/fapi/v1/openOrder")
+async def query_open_order(request: Request) -> Response:
+    return await _query(request, open_only=True)
+
+
+async def _query(request: Request, *, open_only: bool) -> Response:
+    """One order of the caller's, by id or client id (any state, or open only)."""
     call = await signed(request, 1)
     p = call.params
     symbol = p.require("symbol")
@@ -77,23 +87,7 @@ async def query_order(request: Request) -> Response:
         found = find_order(history, account, order_id, cid)
         if found is None or found.symbol != symbol:
             raise ApiError.of(NO_SUCH_ORDER)
-        return render(history, account, found)
-
-    return reply(request, await call.state.seq.call(read, write=False))
-
-
-@router.get("/fapi/v1/openOrder")
-async def query_open_order(request: Request) -> Response:
-    call = await signed(request, 1)
-    p = call.params
-    symbol = p.require("symbol")
-    spec_of(call, symbol)
-    order_id, cid = require_one(p, "orderId", "origClientOrderId")
-    history, account = call.state.accounts, call.account
-
-    def read(ex: Exchange) -> Any:
-        found = find_order(history, account, order_id, cid)
-        if not isinstance(found, OrderRecord) or found.symbol != symbol or not found.is_open:
+        if open_only and not (isinstance(found, OrderRecord) and found.is_open):
             raise ApiError.of(NO_SUCH_ORDER)
         return render(history, account, found)
 
