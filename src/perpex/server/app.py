@@ -26,6 +26,7 @@ from perpex.server.config import ServerConfig
 from perpex.server.driver import MarketDriver
 from perpex.server.errors import install_handlers
 from perpex.server.fast_routes import PerpexAPI
+from perpex.server.openapi_params import declare_parameters
 from perpex.server.sequencer import wall_clock_ns
 from perpex.server.state import ServerState, fund_new_accounts, open_state
 
@@ -71,6 +72,7 @@ def create_app(
     install_handlers(app)
     for module in (routes_public, routes_trade, routes_account, routes_admin, routes_ws, dashboard):
         app.include_router(module.router)
+    declare_parameters(app)  # the documented parameters in /openapi.json (before it is built)
     app.index_fast_routes()
     return app
 
