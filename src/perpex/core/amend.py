@@ -56,18 +56,17 @@ from perpex.core.messages import (
     RequestRejected,
     TimeInForce,
 )
-from perpex.core.order_path import bankruptcy_cap
+from perpex.core.order_path import bankruptcy_cap, reprice_touched
 from perpex.core.records import (
     Account,
     MarginOrders,
     MarketState,
     Order,
     Position,
-    trim_reduce_only,
     unregister,
 )
 from perpex.core.reserve import reprice_position, reprice_side
-from perpex.core.settlement import cover_flat_deficit, settle_match
+from perpex.core.settlement import settle_match
 from perpex.core.store import EngineError, Store
 from perpex.core.units import PPM
 
@@ -370,14 +369,7 @@ def commit_amendment(state: Store, plan: AmendPlan) -> list[Event]:
                 # It held part of the closing allowance; newer orders may now get it.
                 reprice_position(acct, pos, market, None)
     if fills:  # positions moved: re-price the margin of the makers' and this account's orders
-        for name, other in touched.items():
-            other_pos = other.positions[symbol]
-            if other_pos.reduce_only_count:
-                trim_reduce_only(other, symbol, market, events)
-            if other_pos.open_orders:
-                reprice_position(other, other_pos, market, sizes_before[name])
-            if other.wallet.balance < 0:
-                cover_flat_deficit(state, other, symbol, events)
+        reprice_touched(state, symbol, market, touched, sizes_before, events)
     return events
 
 

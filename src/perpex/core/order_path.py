@@ -35,7 +35,14 @@ from perpex.core.messages import (
     RequestRejected,
     TimeInForce,
 )
-from perpex.core.records import Account, Order, Position, trim_reduce_only, unregister
+from perpex.core.records import (
+    Account,
+    MarketState,
+    Order,
+    Position,
+    trim_reduce_only,
+    unregister,
+)
 from perpex.core.reserve import reprice_position
 from perpex.core.settlement import cover_flat_deficit, settle_match
 from perpex.core.store import EngineError, Store
@@ -308,15 +315,29 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
             unregister(acct, pos, order)
             events.append(_ORDER_CANCELED(order_id, account, symbol, left, reason))
     if fills:  # positions moved: re-price the margin of the makers' and our orders
-        for name, other in touched.items():
-            other_pos = other.positions[symbol]
-            if other_pos.reduce_only_count:
-                trim_reduce_only(other, symbol, market, events)
-            if other_pos.open_orders:
-                reprice_position(other, other_pos, market, sizes_before[name])
-            if other.wallet.balance < 0:
-                cover_flat_deficit(state, other, symbol, events)
+        reprice_touched(state, symbol, market, touched, sizes_before, events)
     return events
+
+
+def reprice_touched(
+    state: Store,
+    symbol: str,
+    market: MarketState,
+    touched: dict[str, Account],
+    sizes_before: dict[str, int],
+    events: list[Event],
+) -> None:
+    """After fills moved positions: each touched account's reduce-only orders trimmed to its
+    new position, its open orders' margin re-priced from its size before the fills, and a
+    wallet left below zero by a flat position covered (shared by placement and amendment)."""
+    for name, other in touched.items():
+        other_pos = other.positions[symbol]
+        if other_pos.reduce_only_count:
+            trim_reduce_only(other, symbol, market, events)
+        if other_pos.open_orders:
+            reprice_position(other, other_pos, market, sizes_before[name])
+        if other.wallet.balance < 0:
+            cover_flat_deficit(state, other, symbol, events)
 
 
 def bankruptcy_cap(state: Store, acct: Account, pos: Position, spec: MarketSpec) -> int:
