@@ -241,7 +241,10 @@ class Sequencer:
         if not taken:
             return
         for sink in self.sinks:
-            sink.apply(taken)
+            try:
+                sink.apply(taken)
+            except Exception:  # a view's bug must not stop the exchange
+                log.exception("a view failed on %d events", len(taken))
         events.extend(taken)
 
 
