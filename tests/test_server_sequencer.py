@@ -7,6 +7,7 @@ its own result or error, `then` runs after the commit, the wall clock is stamped
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,14 +66,21 @@ def test_jobs_from_many_threads_share_commits_and_get_their_own_answers(
     def client(i: int) -> None:
         answers[i] = seq.call_sync(lambda e: e.deposit(f"acct{i}", str(i + 1)))
 
-    gate = threading.Event()
-    holder = threading.Thread(target=lambda: seq.call_sync(lambda e: gate.wait(10)))
-    holder.start()  # the writer is busy with this job while the 40 queue up behind it
+    running, gate = threading.Event(), threading.Event()
+
+    def hold(e: Exchange) -> bool:
+        running.set()
+        return gate.wait(10)
+
+    holder = threading.Thread(target=lambda: seq.call_sync(hold))
+    holder.start()
+    assert running.wait(10)  # the writer is busy with this job while the 40 queue behind it
     threads = [threading.Thread(target=client, args=(i,)) for i in range(40)]
     for t in threads:
         t.start()
-    while seq._queue.qsize() < 40:
-        threading.Event().wait(0.01)
+    deadline = time.monotonic() + 10
+    while seq._queue.qsize() < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
     gate.set()
     for t in [holder, *threads]:
         t.join()
