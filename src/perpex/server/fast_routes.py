@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from perpex.server.openapi_params import api_routes
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Handler = Callable[[Request, Exception], Awaitable[Response]]
@@ -32,20 +32,11 @@ class PerpexAPI(FastAPI):
 
     def index_fast_routes(self) -> None:
         table: dict[tuple[str, str], Endpoint] = {}
-
-        def walk(routes: Any) -> None:
-            for route in routes:
-                if isinstance(route, APIRoute):
-                    params = list(inspect.signature(route.endpoint).parameters)
-                    if "{" not in route.path_format and params == ["request"]:
-                        for method in route.methods or ():
-                            table.setdefault((method, route.path_format), route.endpoint)
-                    continue
-                inner = getattr(route, "original_router", None) or getattr(route, "router", None)
-                if inner is not None and hasattr(inner, "routes"):
-                    walk(inner.routes)
-
-        walk(self.router.routes)
+        for route in api_routes(self.router.routes):
+            params = list(inspect.signature(route.endpoint).parameters)
+            if "{" not in route.path_format and params == ["request"]:
+                for method in route.methods or ():
+                    table.setdefault((method, route.path_format), route.endpoint)
         self.fast_routes = table
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -25,6 +25,7 @@ from perpex.server.order_records import AlgoRecord
 from perpex.server.trade_params import (
     algo_args,
     find_algo,
+    history_page,
     limit_of,
     require_one,
     time_window,
@@ -142,14 +143,8 @@ async def all_algo_orders(request: Request) -> Response:
     history, account = call.state.accounts, call.account
 
     def read(ex: Exchange) -> list[Any]:
-        chosen = [
-            a
-            for a in history.algos(account, symbol)
-            if (from_id is None or a.algo_id >= from_id)
-            and (start is None or a.created_ms >= start)
-            and (end is None or a.created_ms <= end)
-        ]
-        chosen = chosen[:limit] if from_id is not None or start is not None else chosen[-limit:]
+        rows = history.algos(account, symbol)
+        chosen = history_page(rows, lambda a: a.algo_id, from_id, start, end, limit)
         return [algo_view(history, account, a) for a in chosen]
 
     return reply(request, await call.state.seq.call(read, write=False))

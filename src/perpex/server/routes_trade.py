@@ -38,6 +38,7 @@ from perpex.server.trade_params import (
     OrderArgs,
     batch_slots,
     find_order,
+    history_page,
     limit_of,
     order_args,
     require_one,
@@ -286,14 +287,7 @@ async def all_orders(request: Request) -> Response:
 
     def read(ex: Exchange) -> list[Any]:
         rows = history.orders(account, symbol)
-        chosen = [
-            o
-            for o in rows
-            if (from_id is None or o.order_id >= from_id)
-            and (start is None or o.created_ms >= start)
-            and (end is None or o.created_ms <= end)
-        ]
-        chosen = chosen[:limit] if from_id is not None or start is not None else chosen[-limit:]
+        chosen = history_page(rows, lambda o: o.order_id, from_id, start, end, limit)
         return [orders_wire.order_object(history.specs[symbol], o) for o in chosen]
 
     return reply(request, await call.state.seq.call(read, write=False))

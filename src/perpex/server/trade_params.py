@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlencode
 
 from perpex.server.account_history import AccountHistory
@@ -216,6 +216,29 @@ def limit_of(p: Params) -> int:
     return p.integer("limit", low=1, high=MAX_LIMIT) or DEFAULT_LIMIT
 
 
+R = TypeVar("R", OrderRecord, AlgoRecord)
+
+
+def history_page(
+    rows: Iterable[R],
+    id_of: Callable[[R], int],
+    from_id: int | None,
+    start: int | None,
+    end: int | None,
+    limit: int,
+) -> list[R]:
+    """Binance's allOrders / allAlgoOrders page: ids >= `from_id` if sent, in the time window;
+    the first `limit` from `from_id` or `start` on, else the newest `limit`."""
+    chosen = [
+        r
+        for r in rows
+        if (from_id is None or id_of(r) >= from_id)
+        and (start is None or r.created_ms >= start)
+        and (end is None or r.created_ms <= end)
+    ]
+    return chosen[:limit] if from_id is not None or start is not None else chosen[-limit:]
+
+
 # -- lookups (in the writer thread) ----------------------------------------------------------
 def order_id_param(p: Params, name: str = "orderId") -> int | None:
     return p.integer(name, low=1)
@@ -268,6 +291,7 @@ __all__ = [
     "client_id",
     "find_algo",
     "find_order",
+    "history_page",
     "limit_of",
     "order_args",
     "order_id_param",
