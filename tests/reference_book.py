@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from perpex.core.book import BUY, SELL, Fill, MatchResult, RestingOrder
+from perpex.core.book import (
+    BUY,
+    EXPIRE_MAKER,
+    EXPIRE_TAKER,
+    SELL,
+    Fill,
+    MatchResult,
+    RestingOrder,
+)
 
 
 class ReferenceBook:
@@ -77,7 +85,12 @@ class ReferenceBook:
         return best_bid_ticks is not None and best_bid_ticks >= price_ticks
 
     def walk(
-        self, side: int, limit_ticks: int, qty_lots: int, account: str | None = None
+        self,
+        side: int,
+        limit_ticks: int,
+        qty_lots: int,
+        account: str | None = None,
+        stp: int = EXPIRE_TAKER,
     ) -> tuple[int, int]:
         """Read-only: (lots fillable, sum of price x lots), defined as what `match` would do.
 
@@ -88,7 +101,7 @@ class ReferenceBook:
             RestingOrder(o.order_id, o.account, o.side, o.price_ticks, o.remaining_lots)
             for o in self._arrivals
         ]
-        result = scratch.match(side, limit_ticks, qty_lots, account)
+        result = scratch.match(side, limit_ticks, qty_lots, account, stp)
         return result.filled_lots, sum(lots * price_ticks for _, lots, price_ticks in result.fills)
 
     # -- mutations --------------------------------------------------------------------------
@@ -120,15 +133,22 @@ class ReferenceBook:
         self._arrivals = [o for o in self._arrivals if o.order_id != order_id]
 
     def match(
-        self, side: int, limit_ticks: int, qty_lots: int, account: str | None = None
+        self,
+        side: int,
+        limit_ticks: int,
+        qty_lots: int,
+        account: str | None = None,
+        stp: int = EXPIRE_TAKER,
     ) -> MatchResult:
         """Take liquidity for a taker up to `qty_lots` at prices no worse than `limit_ticks`.
 
         One maker at a time: the head of the opposite queue, filled at its own price. With
-        `account` set, the taker expires at the first resting order of that account
-        (expire-taker self-trade prevention); the fills before it stand.
+        `account` set, at the first resting order of that account the taker expires
+        (EXPIRE_TAKER), or that order is removed and matching goes on (EXPIRE_MAKER), or both
+        (EXPIRE_BOTH); the fills before it stand.
         """
         fills: list[Fill] = []
+        expired: list[RestingOrder] = []
         left_lots = qty_lots
         self_trade = False
         while left_lots:
@@ -141,6 +161,11 @@ class ReferenceBook:
             if side == SELL and maker.price_ticks < limit_ticks:
                 break
             if account is not None and maker.account == account:
+                if stp != EXPIRE_TAKER:
+                    self._remove(maker.order_id)
+                    expired.append(maker)
+                    if stp == EXPIRE_MAKER:
+                        continue
                 self_trade = True
                 break
             take_lots = min(left_lots, maker.remaining_lots)
@@ -149,7 +174,7 @@ class ReferenceBook:
             fills.append((maker, take_lots, maker.price_ticks))
             if maker.remaining_lots == 0:
                 self._remove(maker.order_id)
-        return MatchResult(fills, qty_lots - left_lots, self_trade)
+        return MatchResult(fills, qty_lots - left_lots, self_trade, expired or None)
 
     # -- checking ---------------------------------------------------------------------------
     def validate_internal_state(self) -> None:

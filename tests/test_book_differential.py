@@ -1,7 +1,8 @@
 """Differential test: the fast book and the naive one, fed the same random stream, agree.
 
 The stream is what an exchange does to a book: limit orders that take what they cross (with
-expire-taker self-trade prevention for the taker's account) and rest the remainder, cancels of
+self-trade prevention for the taker's account in each of its three modes) and rest the
+remainder, cancels of
 any earlier id (live, filled, cancelled or never used), reduces, market sweeps and read-only
 walks. After every step both books validate and show the same depth, best prices and orders.
 """
@@ -12,7 +13,16 @@ import pytest
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from perpex.core.book import BUY, SELL, MatchResult, OrderBook, RestingOrder
+from perpex.core.book import (
+    BUY,
+    EXPIRE_BOTH,
+    EXPIRE_MAKER,
+    EXPIRE_TAKER,
+    SELL,
+    MatchResult,
+    OrderBook,
+    RestingOrder,
+)
 from reference_book import ReferenceBook
 
 Book = OrderBook | ReferenceBook
@@ -29,22 +39,27 @@ sides = st.sampled_from((BUY, SELL))
 prices_ticks = st.integers(MID_TICKS - BAND_TICKS, MID_TICKS + BAND_TICKS)
 lots = st.integers(1, 6)
 picks = st.integers(0, 2**16)  # an index into whatever list the rule picks from
+stps = st.sampled_from((EXPIRE_TAKER, EXPIRE_MAKER, EXPIRE_BOTH))
+
+Outcome = tuple[list[tuple[int, int, int, int]], int, bool, list[tuple[int, int]]]
 
 
-def observed(result: MatchResult) -> tuple[list[tuple[int, int, int, int]], int, bool]:
-    """What both books must agree on: each fill with the maker's lots left after it."""
+def observed(result: MatchResult) -> Outcome:
+    """What both books must agree on: each fill with the maker's lots left after it, and the
+    own orders self-trade prevention took off (id, lots left)."""
     fills = [
         (maker.order_id, fill_lots, price_ticks, maker.remaining_lots)
         for maker, fill_lots, price_ticks in result.fills
     ]
-    return fills, result.filled_lots, result.self_trade
+    expired = [(o.order_id, o.remaining_lots) for o in result.expired or ()]
+    return fills, result.filled_lots, result.self_trade, expired
 
 
 def take(
-    book: Book, side: int, limit_ticks: int, qty_lots: int, account: str | None
-) -> tuple[list[tuple[int, int, int, int]], int, bool]:
-    walked = book.walk(side, limit_ticks, qty_lots, account)
-    result = book.match(side, limit_ticks, qty_lots, account)
+    book: Book, side: int, limit_ticks: int, qty_lots: int, account: str | None, stp: int
+) -> Outcome:
+    walked = book.walk(side, limit_ticks, qty_lots, account, stp)
+    result = book.match(side, limit_ticks, qty_lots, account, stp)
     cost = sum(fill_lots * price_ticks for _, fill_lots, price_ticks in result.fills)
     assert walked == (result.filled_lots, cost), "walk did not predict match"
     return observed(result)
@@ -60,23 +75,32 @@ class TwoBooks(RuleBasedStateMachine):
     def books(self) -> tuple[Book, Book]:
         return self.fast, self.reference
 
-    @rule(account=accounts, side=sides, price_ticks=prices_ticks, qty_lots=lots)
-    def place_limit(self, account: str, side: int, price_ticks: int, qty_lots: int) -> None:
+    @rule(account=accounts, side=sides, price_ticks=prices_ticks, qty_lots=lots, stp=stps)
+    def place_limit(
+        self, account: str, side: int, price_ticks: int, qty_lots: int, stp: int
+    ) -> None:
         order_id = self.next_order_id
         self.next_order_id += 1
         outcomes = []
         for book in self.books():
             crosses = book.crosses(side, price_ticks)
             fills: list[tuple[int, int, int, int]] = []
+            expired: list[tuple[int, int]] = []
             filled_lots, self_trade = 0, False
             if crosses:
-                fills, filled_lots, self_trade = take(book, side, price_ticks, qty_lots, account)
+                fills, filled_lots, self_trade, expired = take(
+                    book, side, price_ticks, qty_lots, account, stp
+                )
             left_lots = qty_lots - filled_lots
-            # STP expires the taker, so a self-trade rests nothing; otherwise the remainder
-            # rests, and it cannot cross: matching stopped at the limit or ran out of book.
+            # A self-trade expires the taker (EXPIRE_TAKER/BOTH), so it rests nothing;
+            # otherwise the remainder rests, and it cannot cross: matching stopped at the
+            # limit or ran out of book (EXPIRE_MAKER took the account's own orders off).
             if left_lots and not self_trade:
+                assert not book.crosses(side, price_ticks)
                 book.add(RestingOrder(order_id, account, side, price_ticks, left_lots))
-            outcomes.append((crosses, fills, filled_lots, self_trade, order_id in book))
+            for expired_id, _ in expired:
+                assert expired_id not in book
+            outcomes.append((crosses, fills, filled_lots, self_trade, expired, order_id in book))
         assert outcomes[0] == outcomes[1]
 
     @rule(pick=picks)
@@ -106,10 +130,10 @@ class TwoBooks(RuleBasedStateMachine):
             with pytest.raises(KeyError):
                 book.reduce(order_id, 1)
 
-    @rule(account=st.none() | accounts, side=sides, qty_lots=st.integers(1, 30))
-    def sweep(self, account: str | None, side: int, qty_lots: int) -> None:
+    @rule(account=st.none() | accounts, side=sides, qty_lots=st.integers(1, 30), stp=stps)
+    def sweep(self, account: str | None, side: int, qty_lots: int, stp: int) -> None:
         limit_ticks = FAR_TICKS if side == BUY else -FAR_TICKS
-        outcomes = [take(book, side, limit_ticks, qty_lots, account) for book in self.books()]
+        outcomes = [take(book, side, limit_ticks, qty_lots, account, stp) for book in self.books()]
         assert outcomes[0] == outcomes[1]
 
     @rule(
@@ -117,9 +141,12 @@ class TwoBooks(RuleBasedStateMachine):
         side=sides,
         limit_ticks=prices_ticks,
         qty_lots=st.integers(0, 30),
+        stp=stps,
     )
-    def probe_walk(self, account: str | None, side: int, limit_ticks: int, qty_lots: int) -> None:
-        walks = [book.walk(side, limit_ticks, qty_lots, account) for book in self.books()]
+    def probe_walk(
+        self, account: str | None, side: int, limit_ticks: int, qty_lots: int, stp: int
+    ) -> None:
+        walks = [book.walk(side, limit_ticks, qty_lots, account, stp) for book in self.books()]
         assert walks[0] == walks[1]
 
     @invariant()

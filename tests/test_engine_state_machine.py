@@ -73,6 +73,7 @@ from perpex.core.messages import (
     PositionChanged,
     RedeemTokens,
     RequestRejected,
+    SelfTradePrevention,
     SetLeverage,
     SetMarginMode,
     TimeInForce,
@@ -460,6 +461,7 @@ class EngineMachine(RuleBasedStateMachine):
         lots=lot_counts(),
         reduce_only=st.integers(0, 4).map(lambda r: r == 0),
         client_order_id=st.sampled_from(CLIENT_IDS),
+        stp=st.sampled_from(list(SelfTradePrevention)),
     )
     def place_order(
         self,
@@ -471,6 +473,7 @@ class EngineMachine(RuleBasedStateMachine):
         lots: int,
         reduce_only: bool,
         client_order_id: str | None,
+        stp: SelfTradePrevention,
     ) -> None:
         order_type, tif = kind
         price = 0
@@ -478,8 +481,9 @@ class EngineMachine(RuleBasedStateMachine):
             price = max(1, self.mark(symbol) * (PPM + offset_ppm) // PPM)
         qty = lots * LOT_SCALE[symbol] if lots > 1 else 1
         cmd = PlaceOrder(
-            self.name(who), symbol, side, order_type, tif, qty, price, reduce_only, client_order_id
-        )
+            self.name(who), symbol, side, order_type, tif, qty, price, reduce_only,
+            client_order_id, self_trade_prevention=stp,
+        )  # fmt: skip
         self.apply(cmd)
 
     @rule(

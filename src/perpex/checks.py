@@ -35,6 +35,7 @@ from perpex.core.messages import (
     PlaceOrder,
     Reason,
     RedeemTokens,
+    SelfTradePrevention,
     SetFundingRate,
     SetLeverage,
     SetMarginMode,
@@ -226,6 +227,7 @@ class Checker:
             and type(c.take_profit_ticks) is int
             and c.take_profit_ticks == 0
             and type(c.protection_working_type) is WorkingType
+            and type(c.self_trade_prevention) is SelfTradePrevention
         ):
             return
         self._place_order_fields(c)
@@ -245,6 +247,8 @@ class Checker:
             raise mandatory("reduceOnly")
         if type(c.protection_working_type) is not WorkingType:
             raise parse.invalid_working_type()
+        if type(c.self_trade_prevention) is not SelfTradePrevention:
+            raise parse.invalid_self_trade_prevention()
         if c.client_order_id is not None:
             parse.client_order_id(c.client_order_id)
         _optional_price(c.stop_loss_ticks)

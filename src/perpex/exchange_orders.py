@@ -34,6 +34,7 @@ from perpex.core.messages import (
     PlaceOrder,
     Reason,
     RequestRejected,
+    SelfTradePrevention,
     TimeInForce,
     TradeExecuted,
     WorkingType,
@@ -57,6 +58,7 @@ from perpex.views import Order, lazy_order
 _GTC: Final = TimeInForce.GTC
 _IOC: Final = TimeInForce.IOC
 _LIMIT: Final = OrderType.LIMIT
+_EXPIRE_TAKER: Final = SelfTradePrevention.EXPIRE_TAKER
 _type_of = type  # `place_order` has a parameter named `type`, as Binance's API does
 
 
@@ -103,6 +105,7 @@ class OrderCalls(ExchangeBase):
         take_profit: object = None,
         stop_loss: object = None,
         close_position: bool = False,
+        self_trade_prevention: str = "EXPIRE_TAKER",
     ) -> Order:
         """A LIMIT or MARKET order (optionally with a stop-loss and take-profit attached: a
         reduce-only STOP_MARKET / TAKE_PROFIT_MARKET pair, one cancels the other, watching
@@ -110,6 +113,11 @@ class OrderCalls(ExchangeBase):
         TAKE_PROFIT (trigger in `stop_price`, limit in `price` for STOP/TAKE_PROFIT) or
         TRAILING_STOP_MARKET (`callback_rate` in per cent, 0.1 to 10, optional
         `activation_price`), which rests outside the book and comes back with status NEW.
+
+        `self_trade_prevention` (Binance's `selfTradePreventionMode`) says what a LIMIT or
+        MARKET order does when it reaches a resting order of the same account: EXPIRE_TAKER
+        (its rest expires), EXPIRE_MAKER (that resting order is canceled and matching goes
+        on) or EXPIRE_BOTH. A conditional order's placed order expires the taker.
 
         With a journal, a client order id the idempotency window holds for the account gets
         its first answer back and changes nothing: the view of the order as first answered
@@ -141,7 +149,14 @@ class OrderCalls(ExchangeBase):
             raise mandatory("closePosition")
         if client_order_id is not None:
             client_order_id = parse.client_order_id(client_order_id)
+        stp = (
+            _EXPIRE_TAKER
+            if self_trade_prevention == "EXPIRE_TAKER"
+            else parse.self_trade_prevention(self_trade_prevention)
+        )
         if kind is not None:
+            if stp is not _EXPIRE_TAKER:
+                raise not_required("selfTradePreventionMode")
             return self._place_conditional(
                 market, account, side_value, kind, watched, tif, quantity, price, reduce_only,
                 close_position, client_order_id, stop_price, callback_rate, activation_price,
@@ -178,7 +193,7 @@ class OrderCalls(ExchangeBase):
         assert order_type is not None
         command = PlaceOrder(
             account, market.symbol, side_value, order_type, tif, lots, ticks, reduce_only,
-            client_order_id, stop_loss_ticks, take_profit_ticks, watched,
+            client_order_id, stop_loss_ticks, take_profit_ticks, watched, stp,
         )  # fmt: skip
         if self.journal is None:  # `_apply_outcome`, inlined for the common case
             try:

@@ -34,7 +34,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, TypeVar
 
-from perpex.core.messages import ConditionalKind, OrderType, TimeInForce, WorkingType
+from perpex.core.messages import (
+    ConditionalKind,
+    OrderType,
+    SelfTradePrevention,
+    TimeInForce,
+    WorkingType,
+)
 from perpex.core.tokens import MAX_TOKEN_UNITS, TOKEN_UNITS
 from perpex.errors import ExchangeError, mandatory, too_precise
 
@@ -525,6 +531,18 @@ def invalid_order_type() -> ExchangeError:
 
 def invalid_time_in_force() -> ExchangeError:
     return ExchangeError(-1115, "Invalid timeInForce.")
+
+
+def invalid_self_trade_prevention() -> ExchangeError:
+    return ExchangeError(-1100, "Illegal characters found in parameter 'selfTradePreventionMode'.")
+
+
+def self_trade_prevention(mode: object) -> SelfTradePrevention:
+    """EXPIRE_TAKER, EXPIRE_MAKER or EXPIRE_BOTH (Binance's `selfTradePreventionMode`)."""
+    member = SelfTradePrevention.__members__.get(mode) if type(mode) is str else None
+    if member is None:
+        raise invalid_self_trade_prevention()
+    return member
 
 
 def invalid_working_type() -> ExchangeError:

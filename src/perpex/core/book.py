@@ -21,6 +21,12 @@ from typing import Any, Final
 BUY: Final = 1
 SELL: Final = -1
 QUEUE_SLACK: Final = 32  # canceled entries a level's queue may hold beyond twice its live ones
+# Self-trade prevention, what a taker does at its own account's resting order (the values of
+# `perpex.core.messages.SelfTradePrevention`): expire the taker's rest (the default), expire
+# that resting order and go on matching, or expire both.
+EXPIRE_TAKER: Final = 0
+EXPIRE_MAKER: Final = 1
+EXPIRE_BOTH: Final = 2
 
 # A note on `key: Any = order.order_id` below (and in `records` and `order_path`): the compiled
 # build keeps an `int` unboxed and makes a new int object for every dict operation that uses
@@ -71,12 +77,21 @@ Fill = tuple[RestingOrder, int, int]
 
 
 class MatchResult:
-    __slots__ = ("filled_lots", "fills", "self_trade")
+    __slots__ = ("expired", "filled_lots", "fills", "self_trade")
 
-    def __init__(self, fills: list[Fill], filled_lots: int, self_trade: bool) -> None:
+    def __init__(
+        self,
+        fills: list[Fill],
+        filled_lots: int,
+        self_trade: bool,
+        expired: list[RestingOrder] | None = None,
+    ) -> None:
         self.fills = fills
         self.filled_lots = filled_lots
         self.self_trade = self_trade  # stopped at the taker's own resting order
+        # the taker's own resting orders taken off the book (EXPIRE_MAKER, EXPIRE_BOTH), in the
+        # order matching reached them; each keeps its remaining_lots
+        self.expired = expired
 
 
 class OrderBook:
@@ -130,12 +145,18 @@ class OrderBook:
         return bool(self._bid_keys) and self._bid_keys[-1] >= price_ticks
 
     def walk(
-        self, side: int, limit_ticks: int, qty_lots: int, account: str | None = None
+        self,
+        side: int,
+        limit_ticks: int,
+        qty_lots: int,
+        account: str | None = None,
+        stp: int = EXPIRE_TAKER,
     ) -> tuple[int, int]:
         """Read-only: (lots fillable, sum of price x lots) for a taker, as `match` would fill.
 
         Stops at the limit price and, when `account` is given, at that account's own order
-        (self-trade prevention expires the taker there).
+        (self-trade prevention expires the taker there), or with `stp` EXPIRE_MAKER passes
+        over it (match would take it off the book).
         """
         if side == BUY:
             keys, levels, sign = self._ask_keys, self._asks, -1
@@ -155,6 +176,8 @@ class OrderBook:
             else:
                 for o in level.orders.values():
                     if o.account == account:
+                        if stp == EXPIRE_MAKER:
+                            continue
                         return qty_lots - left, cost
                     take = min(left, o.remaining_lots)
                     left -= take
@@ -236,12 +259,19 @@ class OrderBook:
             del keys[bisect.bisect_left(keys, key)]
 
     def match(
-        self, side: int, limit_ticks: int, qty_lots: int, account: str | None = None
+        self,
+        side: int,
+        limit_ticks: int,
+        qty_lots: int,
+        account: str | None = None,
+        stp: int = EXPIRE_TAKER,
     ) -> MatchResult:
         """Take liquidity for a taker up to `qty_lots` at prices no worse than `limit_ticks`.
 
         Fills at the makers' prices, best price first, FIFO within a price. With `account`
-        set, matching stops at the first resting order of that account (expire-taker STP).
+        set, self-trade prevention acts at that account's resting orders: by `stp`, matching
+        stops at the first (EXPIRE_TAKER), takes each off the book and goes on (EXPIRE_MAKER),
+        or takes the first off and stops (EXPIRE_BOTH). The ones taken off are `expired`.
         """
         if side == BUY:
             keys, levels, sign = self._ask_keys, self._asks, -1
@@ -251,6 +281,7 @@ class OrderBook:
         fills: list[Fill] = []
         left = qty_lots
         self_trade = False
+        expired: list[RestingOrder] | None = None
         while left and keys:
             price = sign * keys[-1]
             if (price > limit_ticks) if side == BUY else (price < limit_ticks):
@@ -264,8 +295,27 @@ class OrderBook:
                     queue.popleft()  # canceled (or re-added later): drop it lazily
                     continue
                 if maker.account == account:
-                    self_trade = True
-                    break
+                    if stp == EXPIRE_TAKER:
+                        self_trade = True
+                        break
+                    # EXPIRE_MAKER / EXPIRE_BOTH: the resting order leaves the book whole
+                    queue.popleft()
+                    own: Any = maker.order_id
+                    del live[own]
+                    del orders[own]
+                    level.total_lots -= maker.remaining_lots
+                    if expired is None:
+                        expired = []
+                    expired.append(maker)
+                    if stp == EXPIRE_BOTH:
+                        self_trade = True
+                    if not live:
+                        del levels[price]
+                        keys.pop()
+                        break
+                    if self_trade:
+                        break
+                    continue
                 take = maker.remaining_lots
                 if take > left:
                     take = left
@@ -289,7 +339,7 @@ class OrderBook:
                     break
             if self_trade:
                 break
-        return MatchResult(fills, qty_lots - left, self_trade)
+        return MatchResult(fills, qty_lots - left, self_trade, expired)
 
     # -- checking ---------------------------------------------------------------------------
     def validate_internal_state(self) -> None:

@@ -120,12 +120,22 @@ class ConditionalEndReason(enum.IntEnum):
     REPLACED = 5  # an exit ladder moved its stop (break-even, trailing)
 
 
+class SelfTradePrevention(enum.IntEnum):
+    """What a taker does when it reaches a resting order of its own account (Binance's
+    `selfTradePreventionMode`; the mode of the taker decides, a resting order's is not
+    looked at). The values are `perpex.core.book`'s EXPIRE_* constants."""
+
+    EXPIRE_TAKER = 0  # the taker's rest expires there; the fills before it stand (default)
+    EXPIRE_MAKER = 1  # that resting order expires and matching goes on
+    EXPIRE_BOTH = 2  # that resting order and the taker's rest both expire
+
+
 class EndReason(enum.IntEnum):
     """Why an order left the book without filling completely."""
 
     CANCELED = 1  # by its owner
     IOC_REMAINDER = 2  # IOC/FOK/market rest that found no liquidity
-    SELF_TRADE = 3  # expire-taker self-trade prevention
+    SELF_TRADE = 3  # self-trade prevention: the taker's rest, or its own resting order
     PRICE_BAND = 4  # a market order reached the edge of the price band
     REDUCE_ONLY = 5  # a reduce-only order that no longer reduces anything
     LIQUIDATION = 6  # canceled because its account is being liquidated
@@ -158,6 +168,7 @@ __all__ = [
     "FundReason",
     "OrderType",
     "Reason",
+    "SelfTradePrevention",
     "TimeInForce",
     "TokenRebalanceReason",
     "WorkingType",

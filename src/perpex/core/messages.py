@@ -16,6 +16,7 @@ from perpex.core.message_enums import (
     FundReason as FundReason,
     OrderType as OrderType,
     Reason as Reason,
+    SelfTradePrevention as SelfTradePrevention,
     TimeInForce as TimeInForce,
     TokenRebalanceReason as TokenRebalanceReason,
     WorkingType as WorkingType,
@@ -121,6 +122,8 @@ class PlaceOrder(Command, _AccountSymbol, frozen=True):
     stop_loss_ticks: int = 0
     take_profit_ticks: int = 0
     protection_working_type: WorkingType = WorkingType.MARK_PRICE
+    # At a resting order of its own account (last, so older journals decode unchanged).
+    self_trade_prevention: SelfTradePrevention = SelfTradePrevention.EXPIRE_TAKER
 
 
 class CancelOrder(Command, _AccountSymbol, frozen=True):

@@ -7,7 +7,8 @@ Validate, then commit: every check (symbol, mark, quantity, client order id, pri
 band, open-order limit, reduce-only, min notional, exposure and leverage cap, time in force,
 initial margin incl. the open loss against the mark) runs before anything is written, and a
 refusal is an `OrderRejected` that changes nothing, not even the id counter. Then the order is
-registered, matched (expire-taker self-trade prevention), its fills settled
+registered, matched (with the order's self-trade prevention: at a resting order of its own
+account its rest expires, or that order does, or both), its fills settled
 (`perpex.core.settlement`), the rest rested or expired, and the margin of every touched
 account's orders re-priced (`perpex.core.reserve`).
 
@@ -57,6 +58,7 @@ _FOK: Final = TimeInForce.FOK
 _GTX: Final = TimeInForce.GTX
 _CANCELED: Final = EndReason.CANCELED
 _IOC_REMAINDER: Final = EndReason.IOC_REMAINDER
+_SELF_TRADE: Final = EndReason.SELF_TRADE
 # The events of every order as Final names: in the compiled build a C static, where the
 # class (defined in the uncompiled messages module) is a lookup in the module's dictionary.
 _ORDER_ACCEPTED: Final = OrderAccepted
@@ -155,11 +157,12 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
             limit, capped = cap, True
     book = market.book
     tif = cmd.time_in_force
+    stp = int(cmd.self_trade_prevention)  # a book EXPIRE_* value
     if tif == _GTX:
         if not is_market and book.crosses(side, price):
             return _reject(cmd, Reason.POST_ONLY_WOULD_CROSS)
     elif tif == _FOK and not is_market:
-        fillable, _ = book.walk(side, limit, qty, account)
+        fillable, _ = book.walk(side, limit, qty, account, stp)
         if fillable < qty:
             return _reject(cmd, Reason.FOK_NOT_FILLABLE)
     reserved = 0
@@ -196,8 +199,8 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
             if is_market:
                 # Cost of what the market order will actually take: the tail of the walk
                 # after the closing part (the closing fills come first).
-                lots_all, quote_all = book.walk(side, limit, qty, account)
-                lots_head, quote_head = book.walk(side, limit, qty - opening, account)
+                lots_all, quote_all = book.walk(side, limit, qty, account, stp)
+                lots_head, quote_head = book.walk(side, limit, qty - opening, account, stp)
                 open_lots = lots_all - lots_head
                 open_quote = quote_all - quote_head
             else:
@@ -281,8 +284,10 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
     fills = None
     self_trade = False
     if book.crosses(side, limit):  # else nothing to take: most limit orders
-        result = book.match(side, limit, qty, account)  # expire-taker self-trade prevention
+        result = book.match(side, limit, qty, account, stp)
         fills, self_trade = result.fills, result.self_trade
+        if result.expired is not None:  # own resting orders taken off (EXPIRE_MAKER/BOTH)
+            expire_own(acct, pos, market, result.expired, not fills, events)
         if fills:
             touched = {account: acct}
             sizes_before = {account: size}  # each account's position before the fills
@@ -317,6 +322,29 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
     if fills:  # positions moved: re-price the margin of the makers' and our orders
         reprice_touched(state, symbol, market, touched, sizes_before, events)
     return events
+
+
+def expire_own(
+    acct: Account,
+    pos: Position,
+    market: MarketState,
+    expired: list[Any],
+    reprice: bool,
+    events: list[Event],
+) -> None:
+    """The taker's own resting orders that self-trade prevention took off the book: each
+    forgotten (its margin released) and reported canceled with reason SELF_TRADE, before the
+    fills are settled. `reprice`: no fill follows to re-price the account's orders, so do it
+    here when a closing order gave up its share of the closing allowance (as a cancel does)."""
+    freed = False
+    for order in expired:
+        left = order.remaining_lots
+        unregister(acct, pos, order)
+        events.append(_ORDER_CANCELED(order.order_id, acct.name, order.symbol, left, _SELF_TRADE))
+        if pos.size_lots * order.side < 0 and not order.reduce_only:
+            freed = True
+    if reprice and freed and pos.open_orders:
+        reprice_position(acct, pos, market, None)
 
 
 def reprice_touched(
@@ -403,4 +431,4 @@ def cancel_order(state: Store, cmd: CancelOrder) -> list[Event] | None:
     return events
 
 
-__all__ = ["bankruptcy_cap", "cancel_order", "place_order"]
+__all__ = ["bankruptcy_cap", "cancel_order", "expire_own", "place_order"]
