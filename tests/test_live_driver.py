@@ -13,8 +13,9 @@ import math
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import numpy as np
 import pytest
 
 from perpex.core.messages import AdvanceClock, Event, OrderRejected, TradeExecuted
@@ -22,9 +23,11 @@ from perpex.exchange import Exchange
 from perpex.live.driver import DEFAULT_SCENARIO, MAX_STEP_WALL_NS, ScenarioDriver
 from perpex.live.tape import MAX_POSITION_BTC, MAX_TAPE_PER_MINUTE, TAPE_ACCOUNT
 from perpex.sim import scenario as scenario_module
+from perpex.sim.data import load_candles
 from perpex.sim.scenario import load_scenario, loads_scenario
 from perpex.sim.scenario_model import Scenario
 from server_harness import serve
+from test_server_ccxt import exchange_for
 
 S: Final = 1_000_000_000  # ns per second
 START_S: Final = 1_800_000_000  # the exchange's wall clock at start (2027-01-15)
@@ -490,3 +493,120 @@ def test_a_served_market_has_trades_and_candles_within_seconds(tmp_path: Path) -
     assert low <= min(open_, close) <= max(open_, close) <= high and volume > 0
     assert abs(close / Decimal(60_000) - 1) < Decimal("0.001")  # at the makers' quotes
     assert all(Decimal(t["qty"]) > 0 and Decimal(t["price"]) > 0 for t in trades)
+
+
+# -- the past a fresh server shows (perpex.live.history) --------------------------------------
+def gbm_scenario(sigma: float = 0.0001) -> Scenario:
+    return loads_scenario(
+        f"""
+        name = "walk"
+        question = "Walk?"
+        [path]
+        start_price = 60000.0
+        steps = 3600
+        step_seconds = 1.0
+        sigma = {sigma}
+        [exchange]
+        mark_price = "index"
+        [agents.makers]
+        count = 1
+        """,
+        "walk.toml",
+    )
+
+
+def test_a_synthetic_history_walks_back_from_the_start_price_seeded() -> None:
+    history = ScenarioDriver(gbm_scenario(), seed=7).history(SYMBOL, 600)
+    assert history is not None and len(history) == 600
+    o, h, lo, c = history.last.T
+    assert int(c[-1]) == 600_000  # the path starts where its past ended
+    assert (o[1:] == c[:-1]).all()  # a continuous walk: each minute opens at the last close
+    assert (lo <= np.minimum(o, c)).all() and (h >= np.maximum(o, c)).all()
+    assert (h > lo).mean() > 0.9  # minutes with a range, not a line of closes
+    # A random walk of sigma 1e-4 a second: about 0.08 % a minute.
+    moves = np.diff(np.log(c.astype(float)))
+    assert 0.0005 < moves.std() < 0.0012, moves.std()
+    assert (history.index == history.last).all() and (history.premium == 0).all()
+    # The tape's prints: ~20 a minute of ~0.007 BTC.
+    assert 15 < history.count.mean() < 25 and 100 < history.volume_lots.mean() < 180
+    assert (history.taker_volume_lots <= history.volume_lots).all()
+    assert (history.quote == history.volume_lots * ((o + h + lo + c) // 4)).all()
+    again = ScenarioDriver(gbm_scenario(), seed=7).history(SYMBOL, 600)
+    other = ScenarioDriver(gbm_scenario(), seed=8).history(SYMBOL, 600)
+    assert again is not None and other is not None
+    assert all((a == b).all() for a, b in zip(history.arrays().values(),
+                                               again.arrays().values(), strict=True))  # fmt: skip
+    assert not (other.last == history.last).all()
+    assert ScenarioDriver(gbm_scenario()).history("ETHUSDT", 600) is None
+
+
+def test_a_replay_history_is_its_data_before_the_start_minute_by_minute() -> None:
+    driver = ScenarioDriver("covid-2020-03-12")
+    history = driver.history(SYMBOL, 48 * 60)
+    assert history is not None and len(history) == 48 * 60
+    spec = Exchange(**driver.exchange_options())._specs[SYMBOL]
+    data = load_candles("BTCUSDT-1h", spec, start="2020-03-10", end="2020-03-12")
+    marks = load_candles("BTCUSDT-1h-mark", spec, start="2020-03-10", end="2020-03-12")
+    hours = history.last.reshape(48, 60, 4)
+    # Each hour of 1m candles aggregates to the data's 1h candle exactly.
+    assert (hours[:, 0, 0] == data.open_ticks).all() and (hours[:, -1, 3] == data.close_ticks).all()
+    assert (hours[:, :, 1].max(axis=1) == data.high_ticks).all()
+    assert (hours[:, :, 2].min(axis=1) == data.low_ticks).all()
+    assert (history.volume_lots.reshape(48, 60).sum(axis=1) == data.volume_lots).all()
+    # The index a replay publishes is its mark series: so is the index's past.
+    index_hours = history.index.reshape(48, 60, 4)
+    assert (index_hours[:, 0, 0] == marks.open_ticks).all()
+    assert (index_hours[:, :, 1].max(axis=1) == marks.high_ticks).all()
+    assert (history.mark == history.index).all()
+
+
+def kline_rows(client: Any, path: str, **params: Any) -> list[list[Any]]:
+    answer = client.get(path, params={"symbol": SYMBOL, **params})
+    assert answer.status_code == 200, answer.text
+    rows: list[list[Any]] = answer.json()
+    return rows
+
+
+@pytest.mark.server
+def test_a_fresh_server_has_30_days_of_candles_and_a_restart_the_same(tmp_path: Path) -> None:
+    with serve(tmp_path, driver=ScenarioDriver(gbm_scenario(), seed=3)) as s, s.client() as c:
+        started_ms = s.state.started_ns // 1_000_000
+        minutes = kline_rows(c, "/fapi/v1/klines", interval="1m", limit=1500)
+        hours = kline_rows(c, "/fapi/v1/klines", interval="1h", limit=500)
+        marks = kline_rows(c, "/fapi/v1/markPriceKlines", interval="1h", limit=500)
+        index = c.get(
+            "/fapi/v1/indexPriceKlines", params={"pair": SYMBOL, "interval": "4h", "limit": 1500}
+        ).json()
+        ticker = c.get("/fapi/v1/ticker/24hr", params={"symbol": SYMBOL}).json()
+        info = c.get("/fapi/v1/exchangeInfo").json()
+        exchange = exchange_for(s.base_url, s.api_key, s.secret)
+        ohlcv = exchange.fetch_ohlcv("BTC/USDT:USDT", "1h", limit=500)
+        since = started_ms - 3 * 86_400_000
+        from_since = exchange.fetch_ohlcv("BTC/USDT:USDT", "15m", since=since, limit=10)
+    assert len(minutes) == 1500 and len(hours) == 500 and len(marks) == 500
+    # Listed when the candles begin, 30 days before the server did.
+    (listed,) = [m["onboardDate"] for m in info["symbols"] if m["symbol"] == SYMBOL]
+    assert listed == started_ms // 60_000 * 60_000 - 30 * 86_400_000
+    assert len(ohlcv) == 500 and [r[0] for r in ohlcv] == [r[0] for r in hours]
+    assert from_since[0][0] == since // 900_000 * 900_000 + 900_000 * (since % 900_000 > 0)
+    assert len(from_since) == 10
+    # Contiguous minutes, most of them before the server began.
+    opens = [r[0] for r in minutes]
+    assert opens == list(range(opens[0], opens[-1] + 1, 60_000))
+    assert sum(1 for r in hours if r[6] < started_ms) >= 499
+    assert all(Decimal(r[5]) > 0 and r[8] > 0 for r in hours[:-1])  # traded hours
+    # 30 days of 4h candles: 180 (and the one the server is in), the first maybe partial.
+    assert 180 <= len(index) <= 182
+    assert Decimal(ticker["volume"]) > 100 and ticker["count"] > 20_000
+    assert ticker["firstId"] >= -1 and ticker["firstId"] < 2**31
+    # A restart answers the same past (read from the data dir) ...
+    with serve(tmp_path, driver=ScenarioDriver(gbm_scenario(), seed=3)) as s, s.client() as c:
+        again = kline_rows(c, "/fapi/v1/klines", interval="1h", limit=500, endTime=since)
+    before = [r for r in hours if r[0] <= since]
+    assert len(again) == 500 and again[-len(before) :] == before and len(before) > 400
+    # ... and so does one whose history file was lost: it is derived again, the same.
+    for kept in (s.data_dir / "history").iterdir():
+        kept.unlink()
+    with serve(tmp_path, driver=ScenarioDriver(gbm_scenario(), seed=3)) as s, s.client() as c:
+        derived = kline_rows(c, "/fapi/v1/klines", interval="1h", limit=500, endTime=since)
+    assert derived == again

@@ -1,5 +1,7 @@
-"""The HTML report (perpex.report), built from a fake run directory with the runner's layout:
-a BTCUSDT crash with liquidations on both sides, fund changes, ADL, entries, stops, a strategy.
+"""The HTML report (perpex.report), built from a fake run directory with the runner's layout
+(everything in its event log, RUN/events): a BTCUSDT crash with liquidations on both sides,
+fund changes, ADL, entries, stops, a strategy. Then the log alone, the older layout (tables and
+meta.json beside events/), and logs missing or mixing a table.
 """
 
 from __future__ import annotations
@@ -7,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,7 @@ def write_run(
     """A fake run: price 65,000 falling 20 % between steps 200 and 300, partly recovering; the
     fills of liquidated longs through the fall and of shorts on the rebound; returns what the
     test needs to check the headline."""
+    log = run_dir / "events"
     rng = np.random.default_rng(7)
     step = np.arange(steps, dtype=np.int64)
     time_ns = start_ns + STEP_NS * step
@@ -104,7 +108,7 @@ def write_run(
     }
     types = {name: pa.int64() for name in samples}
     types["makers_away"] = pa.bool_()
-    _write(run_dir / "samples.parquet", samples, types)
+    _write(log / "samples.parquet", samples, types)
     summary: dict[str, Any] = {
         "accounts_below_zero": 0,
         "liquidated_notional_atoms": 0,
@@ -114,10 +118,10 @@ def write_run(
     facts: dict[str, Any] = {"liquidations": 0, "long_share_pct": 0}
     if liquidations:
         facts = _write_events(
-            run_dir, rng, step, time_ns, index_ticks, summary, trades_per_liquidation_step
+            log, rng, step, time_ns, index_ticks, summary, trades_per_liquidation_step
         )
     if extras:
-        facts["entries_per_bucket"] = _write_entries_and_stops(run_dir, rng, time_ns, index_ticks)
+        facts["entries_per_bucket"] = _write_entries_and_stops(log, rng, time_ns, index_ticks)
     meta = {
         "scenario": "crash_20pct_makers_away",
         "question": QUESTION,
@@ -135,12 +139,20 @@ def write_run(
         "strategy_deposit_atoms": 10_000 * ATOMS_PER_UNIT if strategy else 0,
         "summary": summary,
     }
-    (run_dir / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    (log / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    list_files(log)
     return facts
 
 
+def list_files(log: Path) -> None:
+    """meta.json's ``files`` as the runner writes it: every table of the log, its rows."""
+    meta = json.loads((log / "meta.json").read_text(encoding="utf-8"))
+    meta["files"] = {p.name: pq.read_metadata(p).num_rows for p in sorted(log.glob("*.parquet"))}
+    (log / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
 def _write_events(
-    run_dir: Path,
+    log: Path,
     rng: np.random.Generator,
     step: np.ndarray,
     time_ns: np.ndarray,
@@ -187,7 +199,7 @@ def _write_events(
         "maker_realized_pnl_atoms": qty * 100,
         "liquidation": is_liq,
     }
-    _write(run_dir / "events" / "TradeExecuted.parquet", trades, _event_types(trades))
+    _write(log / "TradeExecuted.parquet", trades, _event_types(trades))
     # One trigger per (step, account) of the liquidation fills.
     pairs = sorted(set(zip(liq_step.tolist(), liquidated, strict=True)))
     trig_step = np.array([p[0] for p in pairs], dtype=np.int64)
@@ -201,7 +213,7 @@ def _write_events(
         "margin_balance_atoms": np.full(len(pairs), 1_000),
         "maint_margin_atoms": np.full(len(pairs), 2_000),
     }
-    _write(run_dir / "events" / "LiquidationTriggered.parquet", triggered, _event_types(triggered))
+    _write(log / "LiquidationTriggered.parquet", triggered, _event_types(triggered))
     fund_steps = trig_step[:20]
     fund = {
         "seq": np.arange(len(fund_steps)),
@@ -213,7 +225,7 @@ def _write_events(
         "account": [f"trader-{i}" for i in range(len(fund_steps))],
         "symbol": ["BTCUSDT"] * len(fund_steps),
     }
-    _write(run_dir / "events" / "InsuranceFundChanged.parquet", fund, _event_types(fund))
+    _write(log / "InsuranceFundChanged.parquet", fund, _event_types(fund))
     adl_step = np.array([steps // 2 - 4, steps // 2 - 4, steps // 2 - 2], dtype=np.int64)
     adl = {
         "seq": np.arange(3),
@@ -225,7 +237,7 @@ def _write_events(
         "qty_lots": np.array([1_000, 500, 250]),
         "price_ticks": index_ticks[adl_step],
     }
-    _write(run_dir / "events" / "AutoDeleveraged.parquet", adl, _event_types(adl))
+    _write(log / "AutoDeleveraged.parquet", adl, _event_types(adl))
     accepted = {
         "seq": np.arange(5),
         "step": np.arange(5),
@@ -238,7 +250,7 @@ def _write_events(
     }
     accepted_types = _event_types(accepted)
     accepted_types["client_order_id"] = pa.string()
-    _write(run_dir / "events" / "OrderAccepted.parquet", accepted, accepted_types)
+    _write(log / "OrderAccepted.parquet", accepted, accepted_types)
     notional = price[is_liq].astype(np.int64) * qty[is_liq]
     long_notional = int(notional[side[is_liq] == -1].sum())
     summary["traders"]["liquidated"] = len(set(liquidated))
@@ -249,7 +261,7 @@ def _write_events(
 
 
 def _write_entries_and_stops(
-    run_dir: Path, rng: np.random.Generator, time_ns: np.ndarray, index_ticks: np.ndarray
+    log: Path, rng: np.random.Generator, time_ns: np.ndarray, index_ticks: np.ndarray
 ) -> dict[str, int]:
     """Entries at 2x to 125x and stops; returns the entries with a liquidation price per
     leverage bucket (1-5x is 1 to 5, 5-10x is 6 to 10, ..., 100x+ above 100)."""
@@ -274,7 +286,7 @@ def _write_entries_and_stops(
     }
     types = _event_types(entries)
     types["isolated"] = pa.bool_()
-    _write(run_dir / "entries.parquet", entries, types)
+    _write(log / "entries.parquet", entries, types)
     m = 120
     stop_step = np.sort(rng.integers(steps // 3, steps // 2, m))
     stops = {
@@ -288,7 +300,7 @@ def _write_entries_and_stops(
     }
     types = _event_types(stops)
     types["slippage_bps"] = pa.float64()
-    _write(run_dir / "stops.parquet", stops, types)
+    _write(log / "stops.parquet", stops, types)
     buckets = {"1-5x": (1, 5), "5-10x": (6, 10), "10-20x": (11, 20), "20-50x": (21, 50),
                "50-100x": (51, 100), "100x+": (101, 10_000)}  # fmt: skip
     return {
@@ -416,7 +428,10 @@ def test_synthetic_path_counts_time_from_the_start(tmp_path: Path) -> None:
 def test_run_without_optional_files_still_builds(tmp_path: Path) -> None:
     run_dir = tmp_path / "quiet"
     write_run(run_dir, steps=50, liquidations=False, extras=False, strategy=False)
-    assert not (run_dir / "events").exists()
+    assert sorted(p.name for p in (run_dir / "events").iterdir()) == [
+        "meta.json",
+        "samples.parquet",
+    ]  # no engine event, no entries, no stops
     page = build_report(run_dir).read_text(encoding="utf-8")
     for title in TITLES:
         assert f"{title}</h2>" in page, title
@@ -428,15 +443,45 @@ def test_run_without_optional_files_still_builds(tmp_path: Path) -> None:
     assert page.count("Plotly.newPlot(") == 6  # the market charts only
 
 
-def test_empty_events_dir_and_empty_stops(tmp_path: Path) -> None:
+def test_no_event_file_and_empty_stops(tmp_path: Path) -> None:
     run_dir = tmp_path / "empty-events"
     write_run(run_dir, steps=30, liquidations=False, extras=True, strategy=False)
-    (run_dir / "events").mkdir()
-    table = pq.read_table(run_dir / "stops.parquet").slice(0, 0)
-    pq.write_table(table, run_dir / "stops.parquet")
+    log = run_dir / "events"
+    table = pq.read_table(log / "stops.parquet").slice(0, 0)
+    pq.write_table(table, log / "stops.parquet")
+    list_files(log)  # the runner writes an empty stops table when no stop fired
     page = build_report(run_dir).read_text(encoding="utf-8")
     assert "No stop order was triggered" in page
     assert "Liquidation distance by leverage</h2>" in page
+
+
+# -- the event log alone, and the older layout --------------------------------------------------
+
+
+def test_the_log_alone_anywhere_gives_the_same_page(
+    full_run: tuple[Path, str, dict[str, Any]], tmp_path: Path
+) -> None:
+    out, page, _ = full_run
+    copy = tmp_path / "somewhere" / "log"
+    shutil.copytree(out.parent / "events", copy)
+    assert build_report(copy).read_text(encoding="utf-8") == page
+    assert (copy / "report.html").is_file()  # written into the directory named
+
+
+def test_a_run_of_the_older_layout_still_reads(
+    full_run: tuple[Path, str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Before the log held everything, meta.json and the tables sat beside events/."""
+    out, page, _ = full_run
+    old = tmp_path / "old"
+    shutil.copytree(out.parent / "events", old / "events")
+    for name in ("meta.json", "samples.parquet", "entries.parquet", "stops.parquet"):
+        (old / "events" / name).rename(old / name)
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["files"]  # an older run has no list
+    (old / "meta.json").write_text(json.dumps(meta))
+    assert build_report(old).read_text(encoding="utf-8") == page
+    assert build_report(old / "events", tmp_path / "b.html").read_text(encoding="utf-8") == page
 
 
 # -- not a run ------------------------------------------------------------------------------
@@ -445,6 +490,9 @@ def test_empty_events_dir_and_empty_stops(tmp_path: Path) -> None:
 def test_directory_without_meta_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match=r"not a simulation run: it has no meta\.json"):
         build_report(tmp_path)
+    (tmp_path / "events").mkdir()  # a run killed before it wrote its meta.json, last
+    with pytest.raises(ReportError, match=r"events has no meta\.json: the run did not finish"):
+        build_report(tmp_path)
 
 
 def test_missing_directory_and_missing_samples_are_refused(tmp_path: Path) -> None:
@@ -452,23 +500,41 @@ def test_missing_directory_and_missing_samples_are_refused(tmp_path: Path) -> No
         build_report(tmp_path / "nowhere")
     run_dir = tmp_path / "run"
     write_run(run_dir, steps=20, liquidations=False, extras=False)
-    (run_dir / "samples.parquet").unlink()
-    with pytest.raises(ReportError, match=r"no samples\.parquet"):
+    (run_dir / "events" / "samples.parquet").unlink()
+    with pytest.raises(ReportError, match=r"no samples\.parquet, which meta\.json lists \(20 "):
         build_report(run_dir)
+
+
+def test_a_table_cut_or_from_another_run_is_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    write_run(run_dir, steps=200)
+    log = run_dir / "events"
+    other = tmp_path / "other"
+    write_run(other, steps=200, trades_per_liquidation_step=5)
+    shutil.copy(other / "events" / "TradeExecuted.parquet", log / "TradeExecuted.parquet")
+    with pytest.raises(ReportError, match=r"TradeExecuted\.parquet: [\d,]+ rows where meta\.json "):
+        build_report(run_dir)
+    meta = json.loads((log / "meta.json").read_text())
+    meta["files"] = {"../samples.parquet": 200}
+    (log / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ReportError, match=r"'files' has a bad entry '\.\./samples\.parquet'"):
+        build_report(run_dir)
+    assert not (run_dir / "report.html").exists()
 
 
 def test_bad_meta_and_missing_column_are_named(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
+    log = run_dir / "events"
     write_run(run_dir, steps=20, liquidations=False, extras=False)
-    meta = json.loads((run_dir / "meta.json").read_text())
+    meta = json.loads((log / "meta.json").read_text())
     del meta["question"]
-    (run_dir / "meta.json").write_text(json.dumps(meta))
+    (log / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ReportError, match="no 'question'"):
         build_report(run_dir)
     assert issubclass(ReportError, ValueError)
     write_run(run_dir, steps=20, liquidations=False, extras=False)
-    table = pq.read_table(run_dir / "samples.parquet").drop_columns(["insurance_fund_atoms"])
-    pq.write_table(table, run_dir / "samples.parquet")
+    table = pq.read_table(log / "samples.parquet").drop_columns(["insurance_fund_atoms"])
+    pq.write_table(table, log / "samples.parquet")
     with pytest.raises(ReportError, match=r"missing column.*insurance_fund_atoms"):
         build_report(run_dir)
 

@@ -16,6 +16,7 @@ from typing import Any
 import ccxt
 import pytest
 
+from perpex.server.state import fund_new_accounts
 from server_harness import Served, serve
 
 SYMBOL = "BTC/USDT:USDT"
@@ -166,3 +167,47 @@ def test_bad_credentials(served: Served) -> None:
     unknown = exchange_for(served.base_url, "A" * 64, served.secret)
     with pytest.raises(ccxt.AuthenticationError):
         unknown.fetch_balance()
+
+
+def test_cancel_orders_by_ids_and_by_client_ids(ex: ccxt.binanceusdm) -> None:
+    """ccxt's cancel_orders sends `orderidlist` / `origclientorderidlist` (lower case, as
+    Binance also takes them): every named order is canceled, an unknown one answers -2011."""
+    first = ex.create_order(SYMBOL, "limit", "buy", 0.01, 57000)
+    second = ex.create_order(SYMBOL, "limit", "buy", 0.01, 57001)
+    done = ex.cancel_orders([first["id"], second["id"], "999999"], SYMBOL)
+    assert [o["id"] for o in done if o["id"]] == [first["id"], second["id"]]
+    assert {o["status"] for o in done if o["id"]} == {"canceled"}
+    named = ex.create_order(SYMBOL, "limit", "buy", 0.01, 57002, {"clientOrderId": "batch-c1"})
+    done = ex.cancel_orders([], SYMBOL, {"clientOrderIds": ["batch-c1", "nope"]})
+    assert [o["id"] for o in done if o["id"]] == [named["id"]]
+    assert ex.fetch_open_orders(SYMBOL) == []
+    with pytest.raises(ccxt.OrderNotFound, match="-2011"):  # ccxt reads the one slot's code
+        ex.fapiPrivateDeleteBatchOrders({"symbol": "BTCUSDT", "orderidlist": ["1"]})
+
+
+def test_add_and_reduce_isolated_margin(served: Served, ex: ccxt.binanceusdm) -> None:
+    """POST /fapi/v1/positionMargin through ccxt: isolated only, Binance's codes otherwise."""
+    key, secret = served.new_key("margin", deposit="5000")
+    served.state.seq.call_sync(lambda e: fund_new_accounts(served.state))  # not on a tick
+    trader = exchange_for(served.base_url, key, secret)
+    trader.load_markets()
+    trader.create_order(SYMBOL, "market", "buy", 0.01)
+    with pytest.raises(ccxt.ExchangeError, match="-4054"):  # a cross position: none isolated
+        trader.add_margin(SYMBOL, 10)
+    trader.create_order(SYMBOL, "market", "sell", 0.01, None, {"reduceOnly": True})
+    trader.set_margin_mode("isolated", SYMBOL)
+    trader.create_order(SYMBOL, "market", "buy", 0.01)
+    (before,) = trader.fetch_positions([SYMBOL])
+    added = trader.add_margin(SYMBOL, 10)
+    assert (added["type"], added["amount"], added["status"]) == ("add", 10.0, "ok")
+    reduced = trader.reduce_margin(SYMBOL, 4)
+    assert (reduced["type"], reduced["amount"]) == ("reduce", 4.0)
+    (after,) = trader.fetch_positions([SYMBOL])
+    assert after["collateral"] == pytest.approx(before["collateral"] + 6, abs=0.01)
+    with pytest.raises(ccxt.BadRequest, match="-4055"):  # Binance: "Amount must be positive."
+        trader.fapiPrivatePostPositionMargin({"symbol": "BTCUSDT", "amount": "0", "type": 1})
+    with pytest.raises(ccxt.InsufficientFunds, match="-4051"):
+        trader.reduce_margin(SYMBOL, 100_000)
+    with pytest.raises(ccxt.InsufficientFunds, match="-4050"):
+        trader.add_margin(SYMBOL, 1_000_000)
+    trader.create_order(SYMBOL, "market", "sell", 0.01, None, {"reduceOnly": True})

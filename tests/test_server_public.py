@@ -36,6 +36,7 @@ from perpex.core.messages import (
     TradeExecuted,
 )
 from perpex.defaults import default_markets
+from perpex.server.backfill import MinuteHistory
 from perpex.server.candles import INTERVAL_MINUTES, PRICE_LAYOUT, MinuteSeries
 from perpex.server.market_history import MarketHistory, UnitText, premium_e8
 from perpex.server.wire import fixed, places_of
@@ -837,3 +838,51 @@ def test_the_history_is_rebuilt_from_the_journal_on_restart(tmp_path: Path) -> N
     assert len(before[0]) >= 6 and before[2]
     with serve(tmp_path) as s:
         assert snapshot(s) == before
+
+
+def _history(closes: list[int], counts: list[int]) -> MinuteHistory:
+    """Minutes that open at the last close and range one tick either side of their close."""
+    c = np.array(closes, dtype=np.int64)
+    o = np.concatenate(([c[0]], c[:-1]))
+    ohlc = np.stack([o, np.maximum(o, c) + 1, np.minimum(o, c) - 1, c], axis=1)
+    n = np.array(counts, dtype=np.int64)
+    lots = n * 5
+    return MinuteHistory(
+        last=ohlc, mark=ohlc + 2, index=ohlc, premium=np.zeros_like(ohlc),
+        volume_lots=lots, quote=lots * c, taker_volume_lots=lots // 2,
+        taker_quote=lots // 2 * c, count=n,
+    )  # fmt: skip
+
+
+def test_a_backfilled_history_lies_before_the_first_minute_and_trades_carry_on() -> None:
+    """A fresh server's past (perpex.server.backfill): the rows end the minute before the first
+    clock; a minute without trades is flat at the close before it; the engine's trades then
+    make the candles as before, and the trade ids of the ticker are the engine's only."""
+    asked: list[tuple[str, int]] = []
+
+    def source(symbol: str, end_minute: int) -> MinuteHistory | None:
+        asked.append((symbol, end_minute))
+        if symbol != "BTCUSDT":
+            return None
+        return _history([600_010, 600_020, 600_030, 600_040, 600_050], [3, 2, 0, 4, 1])
+
+    history = MarketHistory([BTC, ETH], backfill=source)
+    start_ns = T0_NS + 5 * MIN_NS
+    feed(history, [Fill(start_ns + 10**9, 1, 600_100, 7, BUY, 1)], start_ns + 2 * 10**9)
+    assert asked == [("BTCUSDT", start_ns // MIN_NS), ("ETHUSDT", start_ns // MIN_NS)]
+    assert history.listed_ns == T0_NS  # listed when its candles begin (exchangeInfo)
+    rows = history.klines("BTCUSDT", "1m")
+    assert [r[0] for r in rows] == [(T0_NS // MIN_NS + m) * 60_000 for m in range(6)]
+    assert rows[1][1:5] == ["60001.0", "60002.1", "60000.9", "60002.0"]
+    assert rows[2][1:6] == ["60002.0", "60002.0", "60002.0", "60002.0", "0.000"]  # no trades
+    assert rows[2][8] == 0 and rows[3][8] == 4 and rows[3][1] == "60003.0"
+    assert rows[5][1:6] == ["60010.0", "60010.0", "60010.0", "60010.0", "0.007"]  # the engine's
+    five = history.klines("BTCUSDT", "5m")
+    assert five[0][1:9] == ["60001.0", "60005.1", "60000.9", "60005.0", "0.050",
+                            five[0][6], five[0][7], 10]  # fmt: skip
+    marks = history.klines("BTCUSDT", "1m", "mark")
+    assert len(marks) == 6 and marks[0][1] == "60001.2"
+    ticker = history.ticker_24h("BTCUSDT")
+    assert (ticker["firstId"], ticker["lastId"], ticker["count"]) == (1, 1, 11)
+    assert ticker["openPrice"] == "60001.0" and ticker["openTime"] == T0_NS // 1_000_000
+    assert history.klines("ETHUSDT", "1m") == []  # no history, no trades yet

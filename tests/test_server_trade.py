@@ -659,6 +659,10 @@ def test_history_is_rebuilt_from_the_journal_on_restart(tmp_path: Path) -> None:
         t.ok("POST", "/fapi/v1/order", **market("BUY", "0.010"))
         t.ok("POST", "/fapi/v1/order", **limit("BUY", "0.010", "59000", newClientOrderId="keep"))
         t.ok("POST", "/fapi/v1/algoOrder", **stop_market("SELL", "0.010", "50000"))
+        # an order placed with another self-trade prevention mode shows it after the restart
+        t.ok("POST", "/fapi/v1/order", **limit("SELL", "0.010", "60000.4"))
+        t.ok("POST", "/fapi/v1/order", **limit("BUY", "0.010", "60000.4",
+             selfTradePreventionMode="EXPIRE_BOTH"))  # fmt: skip
         before = (
             t.ok("GET", "/fapi/v1/allOrders", symbol=BTC),
             t.ok("GET", "/fapi/v1/allAlgoOrders", symbol=BTC),
@@ -674,6 +678,9 @@ def test_history_is_rebuilt_from_the_journal_on_restart(tmp_path: Path) -> None:
             t.ok("GET", "/fapi/v1/userTrades", symbol=BTC),
         )
         assert after == before
+        modes = [(o["status"], o["selfTradePreventionMode"]) for o in after[0]]
+        assert modes[-2:] == [("EXPIRED_IN_MATCH", "EXPIRE_TAKER"),
+                              ("EXPIRED_IN_MATCH", "EXPIRE_BOTH")]  # fmt: skip
         # and the resent client id still applies once
         resent = t.ok(
             "POST", "/fapi/v1/order", **limit("BUY", "0.010", "59000", newClientOrderId="keep")
@@ -987,3 +994,52 @@ def test_ccxt_orders_round_trip(served: Served) -> None:
     assert trades[0]["order"] == bought["id"]
     statuses = sorted(o["status"] for o in ex.fetch_orders(symbol))
     assert statuses == ["canceled", "canceled", "closed", "closed"]
+
+
+# -- self-trade prevention ------------------------------------------------------------------
+OWN_ASK = "60000.4"  # inside the maker's spread (59,999.5 / 60,000.5): the best ask
+
+
+@pytest.mark.parametrize(
+    ("mode", "echo", "buy_status", "ask_status"),
+    [
+        (None, "EXPIRE_TAKER", "EXPIRED_IN_MATCH", "NEW"),
+        ("NONE", "EXPIRE_TAKER", "EXPIRED_IN_MATCH", "NEW"),
+        ("EXPIRE_TAKER", "EXPIRE_TAKER", "EXPIRED_IN_MATCH", "NEW"),
+        ("EXPIRE_MAKER", "EXPIRE_MAKER", "NEW", "EXPIRED_IN_MATCH"),
+        ("EXPIRE_BOTH", "EXPIRE_BOTH", "EXPIRED_IN_MATCH", "EXPIRED_IN_MATCH"),
+    ],
+)
+def test_self_trade_prevention_modes(
+    served: Served, mode: str | None, echo: str, buy_status: str, ask_status: str
+) -> None:
+    """A buy that reaches the account's own best ask: Binance's three modes (NONE and none
+    sent: expire the taker, as this exchange never lets an account trade with itself)."""
+    t = Trader(served, f"stp-{mode or 'default'}".lower().replace("_", "-"))
+    ask = t.ok("POST", "/fapi/v1/order", **limit("SELL", "0.010", OWN_ASK))
+    extra = {} if mode is None else {"selfTradePreventionMode": mode}
+    buy = t.ok(
+        "POST",
+        "/fapi/v1/order",
+        **limit("BUY", "0.010", OWN_ASK, newOrderRespType="RESULT", **extra),
+    )
+    assert (buy["status"], buy["selfTradePreventionMode"], buy["executedQty"]) == (
+        buy_status,
+        echo,
+        "0.000",
+    )
+    ask_now = t.ok("GET", "/fapi/v1/order", symbol=BTC, orderId=ask["orderId"])
+    assert ask_now["status"] == ask_status
+    assert ask_now["selfTradePreventionMode"] == "EXPIRE_TAKER"  # as it was placed
+    assert t.position() == 0  # never a trade with itself
+    t.ok("DELETE", "/fapi/v1/allOpenOrders", symbol=BTC)
+
+
+def test_self_trade_prevention_refusals(served: Served) -> None:
+    t = Trader(served, "stp-refused")
+    assert t.refused("POST", "/fapi/v1/order", **limit("BUY", "0.010", "59000",
+                     selfTradePreventionMode="DECREMENT")) == -1130  # fmt: skip
+    # a conditional order's placed order always expires the taker: asking otherwise is refused
+    assert t.refused("POST", "/fapi/v1/algoOrder", **stop_market("SELL", "0.010", "50000",
+                     selfTradePreventionMode="EXPIRE_MAKER")) == -1106  # fmt: skip
+    assert t.ok("GET", "/fapi/v1/openOrders", symbol=BTC) == []

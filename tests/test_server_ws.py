@@ -305,10 +305,128 @@ def local_book(
                     side[price] = qty
         last = diff["u"]
         applied += 1
-    assert applied > 0 and last == upto
+    assert applied > 0 and last <= upto
     ordered_bids = sorted(bids.items(), key=lambda kv: -Decimal(kv[0]))
     ordered_asks = sorted(asks.items(), key=lambda kv: Decimal(kv[0]))
     return [list(kv) for kv in ordered_bids], [list(kv) for kv in ordered_asks]
+
+
+DEPTH_SPEEDS = {"btcusdt@depth@100ms": 0.1, "btcusdt@depth": 0.25, "btcusdt@depth@500ms": 0.5}
+
+
+def test_each_depth_speed_is_its_own_chain_at_its_own_cadence(served: Served) -> None:
+    """Binance: `@depth` every 250 ms, `@depth@500ms` every 500 ms, `@depth@100ms` every
+    100 ms. Each subscription's diffs chain (pu = previous u, U = pu + 1) at its own speed,
+    and each rebuilds the REST book from one snapshot."""
+
+    async def scenario() -> None:
+        names = "/".join(DEPTH_SPEEDS)
+        async with connect(f"{served.ws_url}/public/stream?streams={names}") as ws:
+            seen: dict[str, list[tuple[float, dict[str, Any]]]] = {n: [] for n in DEPTH_SPEEDS}
+
+            async def read() -> None:
+                while True:
+                    message = await recv(ws, 10)
+                    if message.get("stream") in seen:
+                        seen[message["stream"]].append((time.monotonic(), message["data"]))
+
+            reader = asyncio.create_task(read())
+            await asyncio.sleep(0.3)  # the subscriptions reach the writer
+            snapshot = await asyncio.to_thread(
+                rest, served, "/fapi/v1/depth", symbol="BTCUSDT", limit=1000
+            )
+            ids = []
+            for n in range(40):  # a book change every 50 ms for 2 s; some revert at once
+                order = await on_writer(served, place("BUY", f"5998{n % 10}.0", "0.01"))
+                ids.append(order.order_id)
+                if n % 3 == 0:
+                    await on_writer(served, cancel(ids.pop()))
+                await asyncio.sleep(0.05)
+            for order_id in ids[::2]:
+                await on_writer(served, cancel(order_id))
+            await asyncio.sleep(0.8)  # every chain flushed its last diff
+            final = await asyncio.to_thread(
+                rest, served, "/fapi/v1/depth", symbol="BTCUSDT", limit=1000
+            )
+            reader.cancel()
+            for name, period in DEPTH_SPEEDS.items():
+                got = seen[name]
+                diffs = [d for _, d in got]
+                assert len(diffs) >= 3, name
+                for before, after in itertools.pairwise(diffs):
+                    assert after["pu"] == before["u"] and after["U"] == after["pu"] + 1, name
+                # Never faster than its speed (by the event times: when each diff was made).
+                gaps = [(b["E"] - a["E"]) / 1000 for a, b in itertools.pairwise(diffs)]
+                assert min(gaps) > period - 0.02, (name, gaps)
+                book = local_book(snapshot, diffs, upto=final["lastUpdateId"])
+                assert book == (final["bids"], final["asks"]), name
+            # About 2.5 s of changes: the slower chains send fewer, larger diffs.
+            counts = [len(seen[name]) for name in DEPTH_SPEEDS]
+            assert counts[0] > counts[1] > counts[2] and counts[2] <= 8, counts
+
+    run(scenario())
+
+
+class _Book:
+    def __init__(self) -> None:
+        self.bids: list[tuple[int, int]] = [(600_000, 5), (599_990, 7)]
+        self.asks: list[tuple[int, int]] = [(600_010, 3)]
+
+    def depth(self, levels: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        return self.bids[:levels], self.asks[:levels]
+
+
+class _Engine:
+    def __init__(self, book: _Book) -> None:
+        self.book = book
+
+    def market(self, symbol: str) -> Any:
+        return self
+
+
+def test_a_level_changed_at_the_snapshot_and_back_is_in_the_next_diff() -> None:
+    """The snapshot showed 599,990 at 9 lots; by the chain's next diff it is 7 again, as the
+    chain last published: without the snapshot's mark the diff would leave a client at 9."""
+    from perpex.core.markets import compile_market
+    from perpex.defaults import default_markets
+    from perpex.server.stream_depth import DepthChain
+
+    spec = compile_market(default_markets()[0])
+    book = _Book()
+    ex: Any = type("Ex", (), {"engine": _Engine(book)})()
+    chain = DepthChain({"BTCUSDT": spec}, json.dumps)
+    stream = parse_stream("btcusdt@depth@100ms", {"btcusdt": "BTCUSDT"})
+    assert stream is not None
+    demand = build_demand({stream.name: stream}, frozenset())
+    out: list[Any] = []
+    chain.touch("BTCUSDT")
+    chain.flush(ex, demand, 0, 0, out)  # the chain's first diff: the whole book
+    assert len(out) == 1 and json.loads(out[0][1])["u"] == 2
+    book.bids = [(600_000, 5), (599_990, 9)]
+    assert chain.snapshot_id(ex, "BTCUSDT") == 2  # what a client starts from
+    book.bids = [(600_000, 5), (599_990, 7)]
+    chain._chains[("BTCUSDT", 100)].flushed_ns = 0  # its period has passed
+    chain.touch("BTCUSDT")
+    chain.flush(ex, demand, 0, 0, out)
+    diff = json.loads(out[-1][1])
+    assert (diff["U"], diff["u"], diff["pu"]) == (3, 3, 2)
+    assert diff["b"] == [["59999.0", "0.007"]] and diff["a"] == []
+    # A new speed subscribed, the snapshot taken before its chain published anything: a level
+    # the snapshot showed and that went before the chain's first event is deleted by it.
+    slow = parse_stream("btcusdt@depth@500ms", {"btcusdt": "BTCUSDT"})
+    assert slow is not None
+    both = build_demand({stream.name: stream, slow.name: slow}, frozenset())
+    assert chain.snapshot_id(ex, "BTCUSDT", both) == 3
+    book.bids = [(600_000, 5)]
+    chain.touch("BTCUSDT")
+    chain._chains[("BTCUSDT", 100)].flushed_ns = 0
+    out.clear()
+    chain.flush(ex, both, 0, 0, out)
+    by_stream = {names: json.loads(text) for names, text in out}
+    first_slow = by_stream[(slow.name,)]
+    assert (first_slow["U"], first_slow["pu"]) == (4, 3)  # U <= the snapshot's 3 + 1, pu = 3
+    assert ["59999.0", "0.000"] in first_slow["b"] and ["60000.0", "0.005"] in first_slow["b"]
+    assert by_stream[(stream.name,)]["b"] == [["59999.0", "0.000"]]
 
 
 # -- liquidations ---------------------------------------------------------------------------------

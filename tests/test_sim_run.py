@@ -130,35 +130,67 @@ def test_invariants_hold_after_every_command(mini_run: tuple[Any, Path]) -> None
 
 def test_event_files_hold_every_event(mini_run: tuple[Any, Path]) -> None:
     result, out = mini_run
-    files = sorted((out / "events").glob("*.parquet"))
+    log = out / "events"
+    assert sorted(p.name for p in out.iterdir()) == ["events", "report.html"]
+    files = sorted(f for f in log.glob("*.parquet") if f.stem[0].isupper())  # the engine's
     assert {f.stem for f in files} >= {"TradeExecuted", "LiquidationTriggered", "OrderAccepted"}
     rows = sum(pq.read_metadata(f).num_rows for f in files)
     assert rows == result.summary["events"]
     seqs = sorted(s for f in files for s in pq.read_table(f, columns=["seq"])["seq"].to_pylist())
     assert seqs == list(range(rows))  # every event once, numbered in order
-    liq = pq.read_table(out / "events" / "LiquidationTriggered.parquet")
+    liq = pq.read_table(log / "LiquidationTriggered.parquet")
     assert liq.num_rows == result.summary["liquidations"]
-    funding = pq.read_table(out / "events" / "FundingSettled.parquet")
+    funding = pq.read_table(log / "FundingSettled.parquet")
     assert "event_time_ns" in funding.column_names  # the funding time, beside the step's time
-    samples = pq.read_table(out / "samples.parquet")
+    samples = pq.read_table(log / "samples.parquet")
     assert samples.num_rows == result.summary["steps"] == 121  # the start and 120 moves
-    meta = json.loads((out / "meta.json").read_text())
+    meta = json.loads((log / "meta.json").read_text())
     assert meta["summary"] == result.summary
+    # meta.json lists every table of the log with its rows, the simulator's and the engine's
+    assert meta["files"] == {p.name: pq.read_metadata(p).num_rows for p in log.glob("*.parquet")}
+    assert {"samples.parquet", "entries.parquet", "stops.parquet"} <= meta["files"].keys()
+    assert result.events_path == log
     assert result.report_path is not None and result.report_path.stat().st_size > 1_000_000
 
 
-def test_report_rebuilds_from_the_event_files_alone(
+def test_the_event_log_alone_copied_elsewhere_rebuilds_the_same_report(
     mini_run: tuple[Any, Path], tmp_path: Path
 ) -> None:
     _, out = mini_run
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    (copy / "report.html").unlink()
-    done = perpex("report", str(copy / "events"))  # the event log's directory, or the run's
+    copy = tmp_path / "elsewhere" / "mini-log"
+    shutil.copytree(out / "events", copy)  # the log only: no run directory around it
+    done = perpex("report", str(copy))
     assert done.returncode == 0, done.stderr
-    html = (copy / "report.html").read_text(encoding="utf-8")
-    assert "Does everything hold together" in html
-    assert "cdn.plot.ly/plotly" not in html
+    page = (copy / "report.html").read_bytes()
+    assert page == (out / "report.html").read_bytes()  # nothing in it names a path or a time
+    assert b"Does everything hold together" in page and b"cdn.plot.ly/plotly" not in page
+    done = perpex("report", str(out), "--out", str(tmp_path / "from-the-run.html"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "from-the-run.html").read_bytes() == page
+
+
+LOG_CUTS = [
+    # (the file taken out of the copied log, the one line's tail)
+    ("samples.parquet", "no samples.parquet, which meta.json lists (121 rows): the log is "
+     "incomplete (copy the whole events directory)"),
+    ("LiquidationTriggered.parquet", "no LiquidationTriggered.parquet, which meta.json lists"),
+    ("meta.json", "is not a simulation run: it has no meta.json (a run's event log, "
+     "RUN/events, holds meta.json, samples.parquet and one <EventKind>.parquet per event kind)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("cut", "says"), LOG_CUTS, ids=[c for c, _ in LOG_CUTS])
+def test_a_log_missing_a_table_is_one_line_and_exit_2(
+    mini_run: tuple[Any, Path], tmp_path: Path, cut: str, says: str
+) -> None:
+    _, out = mini_run
+    copy = tmp_path / "log"
+    shutil.copytree(out / "events", copy)
+    (copy / cut).unlink()
+    done = perpex("report", str(copy))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.startswith(f"error: {copy}") and says in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (copy / "report.html").exists()
 
 
 # -- determinism ----------------------------------------------------------------------------------
@@ -240,6 +272,7 @@ def test_a_strategy_runs_with_the_crowd(mini_path: Path) -> None:
         (["simulate", "stop-slippage", "--data", "x.csv"], "--data"),
         (["simulate", "covid-2020-03-12", "--data", "/no/such/file.csv"], "no such file"),
         (["report", "/no/such/run"], "/no/such/run"),
+        (["simulate", "liquidation-distance", "--out", __file__], "a file is in the way"),
     ],
 )
 def test_cli_refuses_bad_input_with_one_line_and_exit_2(args: list[str], needle: str) -> None:
@@ -248,6 +281,150 @@ def test_cli_refuses_bad_input_with_one_line_and_exit_2(args: list[str], needle:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _flat_csv(path: Path, start: str, minutes: int, rows: int) -> Path:
+    """`rows` flat candles of `minutes` from `start` (ISO, UTC) at 7,900 USDT."""
+    from perpex.parse import start_time_ns
+
+    t0_ms = start_time_ns(start) // 1_000_000
+    lines = ["date,open,high,low,close,volume"]
+    lines += [
+        f"{t0_ms + i * minutes * 60_000},7900.0,7900.0,7900.0,7900.0,1.5" for i in range(rows)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+DATA_REFUSALS = [
+    # (scenario, file's start, minutes, rows, --set items, the one line's start)
+    ("tariff-2025-10-10", "2024-01-01T00:00:00Z", 15, 8, [],
+     "error: {f}: no candle opens in the scenario's window [2025-10-10T18:00:00Z, "
+     "2025-10-11T00:00:00Z) (data.start, data.end); it has candles from 2024-01-01T00:00:00Z "
+     "to 2024-01-01T01:45:00Z"),
+    ("covid-2020-03-12", "2020-03-12T00:00:00Z", 15, 200, [],
+     "error: {f}: the scenario's mark series BTCUSDT-1h-mark does not line up with these "
+     "candles in the window (144 candles of 900 s, the mark 36 of 3600 s); add --set "
+     "data.mark='' to let the exchange compute the mark from the index"),
+    ("covid-2020-03-12", "2020-03-12T00:00:00Z", 60, 40,
+     ["--set", "data.start=2019-10-01T00:00:00Z", "--set", "data.end=2019-10-02T00:00:00Z"],
+     "error: {f}: no candle opens in the scenario's window [2019-10-01T00:00:00Z, "
+     "2019-10-02T00:00:00Z) (data.start, data.end); it has candles from 2020-03-12T00:00:00Z "
+     "to 2020-03-13T15:00:00Z"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", DATA_REFUSALS, ids=lambda c: f"{c[0]}-{c[2]}m-{len(c[4])}")
+def test_cli_data_outside_the_window_or_off_the_mark_is_one_line(
+    case: tuple[str, str, int, int, list[str], str], tmp_path: Path
+) -> None:
+    name, start, minutes, rows, sets, line = case
+    csv = _flat_csv(tmp_path / "mine.csv", start, minutes, rows)
+    done = perpex("simulate", name, "--data", str(csv), "--json", "--out", str(tmp_path), *sets)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.strip() == line.format(f=csv), done.stderr
+
+
+def test_a_scenario_window_before_the_mark_series_is_refused_naming_it() -> None:
+    from perpex.sim.build import build_path
+    from perpex.sim.data import DataError
+
+    s = load_scenario("covid-2020-03-12").with_overrides(
+        {"data.start": "2019-10-01T00:00:00Z", "data.end": "2019-10-02T00:00:00Z"}
+    )
+    with pytest.raises(DataError, match=r"^BTCUSDT-1h-mark: no candle opens in the scenario's "):
+        build_path(s, 0)
+
+
+@pytest.mark.parametrize(
+    ("brackets", "leverage", "refused"),
+    [("binance-2024-10-24", 500, True), ("binance-2024-10-24", 126, True),
+     ("binance-2024-10-24", 125, False), ("binance-2026-05-07", 150, False),
+     ("binance-2026-05-07", 151, True)],
+)  # fmt: skip
+def test_a_leverage_every_trader_would_have_capped_is_refused(
+    brackets: str, leverage: int, refused: bool
+) -> None:
+    from perpex.sim.build import build_agents, build_exchange, build_path
+    from perpex.sim.scenario import ScenarioError
+
+    s = load_scenario("liquidation-distance").with_overrides(
+        {"exchange.brackets": brackets, "agents.traders.leverage": leverage}
+    )
+    path = build_path(s, 0)
+    ex = build_exchange(s, int(path.time_ns[0]))
+    if not refused:
+        assert build_agents(s, ex, path, None)[3] is not None
+        return
+    with pytest.raises(ScenarioError) as info:
+        build_agents(s, ex, path, None)
+    top = 150 if brackets.endswith("2026-05-07") else 125
+    assert str(info.value) == (
+        f"liquidation-distance: agents.traders.leverage: every draw ({leverage}x or more) is "
+        f"above the market's top leverage {top}x (exchange.brackets, exchange.mmr_multiplier)"
+    )
+
+
+def test_cli_a_strategy_that_raises_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    source = tmp_path / "mine.py"
+    source.write_text(
+        "from perpex.sim.agents.strategy import Strategy\n\n\n"
+        "class Oops(Strategy):\n"
+        "    def on_bar(self, ctx, bar):\n"
+        "        raise KeyError('close')\n",
+        encoding="utf-8",
+    )
+    done = perpex(
+        "simulate", "liquidation-distance", "--set", "path.steps=5", "--set", "shocks=none",
+        "--set", "agents.traders.count=5", "--strategy", f"{source}:Oops", "--json",
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.splitlines()[-1] == (
+        "error: strategy mine:Oops raised KeyError in on_bar (bar 1, 2024-01-01T00:00:00Z), "
+        "at mine.py line 6: 'close'"
+    )
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_a_run_into_a_used_directory_leaves_none_of_the_old_files(tmp_path: Path) -> None:
+    tokens = load_scenario("token-decay-trend")
+    run(tokens, out=tmp_path, progress=False, report=False)
+    log = tmp_path / "events"
+    assert (log / "tokens.parquet").is_file()
+    plain = load_scenario("liquidation-distance").with_overrides(
+        {"path.steps": 5, "shocks": None, "agents.traders.count": 5}
+    )
+    run(plain, out=tmp_path, progress=False, report=False)
+    assert not (log / "tokens.parquet").exists()  # the plain run has no tokens
+    assert not (log / "TokensCreated.parquet").exists()
+    assert json.loads((log / "meta.json").read_text())["scenario"] == "liquidation-distance"
+
+
+SHOCK_OUTSIDE = [
+    ({"path.steps": 90},
+     "liquidation-distance: shocks[0]: it ends at 2024-01-01T03:00:00Z, after the path: the "
+     "path runs from 2024-01-01T00:00:00Z to 2024-01-01T01:31:00Z (shorten the shock or "
+     "lengthen path.steps / data.end)"),
+    ({"shocks[0].at": "2023-01-01T00:00:00Z"},
+     "liquidation-distance: shocks[0].at: 2023-01-01T00:00:00Z is outside the path: the path "
+     "runs from 2024-01-01T00:00:00Z to 2024-01-01T04:01:00Z"),
+    ({"shocks[1]": {"kind": "liquidity_gap", "at": "630", "seconds": 1}},
+     "liquidation-distance: shocks[1]: no step of the path falls in [1704067830000000000, "
+     "1704067831000000000): the window is shorter than a step"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("overrides", "message"), SHOCK_OUTSIDE, ids=["cut", "before", "short"])
+def test_a_shock_outside_the_path_is_a_scenario_error(
+    overrides: dict[str, object], message: str
+) -> None:
+    from perpex.sim.build import build_path
+    from perpex.sim.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError) as info:
+        build_path(load_scenario("liquidation-distance").with_overrides(overrides), 0)
+    assert str(info.value) == message
 
 
 def test_cli_lists_the_shipped_scenarios() -> None:

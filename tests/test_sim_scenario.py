@@ -549,7 +549,43 @@ OVERRIDE_ERRORS = [
     ({"agents..traders": 1},
      "'agents..traders' is not a dotted key such as 'agents.traders.count' or 'shocks[0].percent'"),
     ({"shocks[0].kind": "drop"}, "shocks[0].percent: must be in (0, 100) for a drop, got 0.0"),
+    # a distribution that can draw a value the agents would silently clip is refused
+    ({"agents.traders.margin": -100},
+     "agents.traders.margin: must draw values in (0, inf), it can draw -100"),
+    ({"agents.traders.margin": {"kind": "uniform", "low": 0, "high": 10}},
+     "agents.traders.margin: must draw values in (0, inf), it can draw 0 to 10"),
+    ({"agents.traders.leverage": 0},
+     "agents.traders.leverage: must draw values in [1, inf), it can draw 0"),
+    ({"agents.traders.leverage": {"kind": "choice", "values": [0.5, 20]}},
+     "agents.traders.leverage: must draw values in [1, inf), it can draw 0.5 to 20"),
+    ({"agents.traders.leverage": {"kind": "lognormal", "median": 10, "sigma": 1, "low": 0.5}},
+     "agents.traders.leverage: must draw values in [1, inf), it can draw 0.5 to inf"),
+    ({"agents.traders.stop_distance": {"kind": "lognormal", "median": 0.02, "sigma": 1,
+                                       "high": 2}},
+     "agents.traders.stop_distance: must draw values in (0, 0.9], it can draw 0 to 2"),
+    ({"agents.traders.stop_distance": 1.5},
+     "agents.traders.stop_distance: must draw values in (0, 0.9], it can draw 1.5"),
+    ({"agents.traders.hold_steps": -1},
+     "agents.traders.hold_steps: must draw values in [0, inf), it can draw -1"),
+    ({"agents.traders.reenter_delay": {"kind": "uniform", "low": -5, "high": 5}},
+     "agents.traders.reenter_delay: must draw values in [0, inf), it can draw -5 to 5"),
+    ({"agents.noise.size_btc": 0},
+     "agents.noise.size_btc: must draw values in (0, inf), it can draw 0"),
+    ({"agents.momentum.size_btc": -0.5},
+     "agents.momentum.size_btc: must draw values in (0, inf), it can draw -0.5"),
 ]  # fmt: skip
+
+
+def test_the_open_tails_of_a_lognormal_pass() -> None:
+    """Its draws are > 0; the agents round a leverage and clip it to [1, the brackets' max]."""
+    lognormal = {"kind": "lognormal", "median": 10, "sigma": 1}
+    s = with_overrides(
+        load_scenario("covid-2020-03-12"),
+        {"agents.traders.margin": lognormal, "agents.traders.leverage": lognormal,
+         "agents.traders.stop_distance": {**lognormal, "median": 0.02}},
+    )  # fmt: skip
+    assert s.agents.traders is not None
+    assert s.agents.traders.margin.bounds() == (0.0, float("inf"))
 
 
 @pytest.mark.parametrize("overrides, message", OVERRIDE_ERRORS, ids=lambda v: str(v)[:40])

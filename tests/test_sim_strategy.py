@@ -395,3 +395,62 @@ def test_ema_cross_trades_and_its_stop_fires() -> None:
     # Every fill is the strategy's as taker: its market orders and the one its stop placed.
     assert stops[0].placed_order_id in {e.taker_order_id for e in mine}
     assert agent.fills == strategy.fills == len(mine) == 5
+
+
+# -- a strategy that raises: one line naming the strategy, hook, bar, time and line ------------
+BROKEN = """\
+from perpex.sim.agents.strategy import Strategy
+
+
+class Needs(Strategy):
+    def __init__(self, x):
+        self.x = x
+
+
+class Refuses(Strategy):
+    def __init__(self):
+        raise RuntimeError("no config file")
+
+
+class OnBar(Strategy):
+    def on_bar(self, ctx, bar):
+        if bar.time_ns >= 1704067380000000000:  # the fourth minute
+            raise ZeroDivisionError("my bug")
+
+
+class OnStart(Strategy):
+    def on_start(self, ctx):
+        ctx.place_order("BUY", "MARKET", quantity="1000")  # far above the market's maximum
+"""
+
+RAISES = [
+    ("Needs", "strategy broken:Needs: making one with no arguments failed: TypeError: "
+     "Needs.__init__() missing 1 required positional argument: 'x' (give every __init__ "
+     "argument a default)", TypeError),
+    ("Refuses", "strategy broken:Refuses: making one with no arguments failed, at broken.py "
+     "line 11: RuntimeError: no config file", RuntimeError),
+    ("OnBar", "strategy broken:OnBar raised ZeroDivisionError in on_bar (bar 4, "
+     "2024-01-01T00:03:00Z), at broken.py line 17: my bug", ZeroDivisionError),
+    ("OnStart", "strategy broken:OnStart raised ExchangeError in on_start (before the first "
+     "bar, 2024-01-01T00:00:00Z), at broken.py line 22: -4005: Quantity greater than max "
+     "quantity.", ExchangeError),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "message", "cause"), RAISES, ids=[r[0] for r in RAISES])
+def test_a_strategy_that_raises_stops_the_run_with_one_line(
+    tmp_path: Path, name: str, message: str, cause: type[Exception]
+) -> None:
+    from perpex.sim.agents.strategy import StrategyError
+    from perpex.sim.runner import run
+    from perpex.sim.scenario import load_scenario
+
+    source = tmp_path / "broken.py"
+    source.write_text(BROKEN, encoding="utf-8")
+    scenario = load_scenario("liquidation-distance").with_overrides(
+        {"path.steps": 10, "shocks": None, "agents.traders.count": 5}
+    )
+    with pytest.raises(StrategyError) as info:
+        run(scenario, strategy=f"{source}:{name}", progress=False, report=False)
+    assert str(info.value) == message
+    assert isinstance(info.value.__cause__, cause)  # the original, for a debugger

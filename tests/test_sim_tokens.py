@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import re
+import shutil
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from perpex.report import build_report
 from perpex.report.figures_tokens import daily_returns, drag_log
 from perpex.sim.paths import pattern
 from perpex.sim.runner import SimResult, run
@@ -187,9 +189,10 @@ count = 2
     )
     result = run(scenario, seed=0, progress=False, out=tmp_path / "plain")
     assert "tokens" not in result.summary
-    assert not (tmp_path / "plain" / "tokens.parquet").exists()
-    meta = json.loads((tmp_path / "plain" / "meta.json").read_text(encoding="utf-8"))
-    assert "tokens" not in meta
+    log = tmp_path / "plain" / "events"
+    assert not (log / "tokens.parquet").exists()
+    meta = json.loads((log / "meta.json").read_text(encoding="utf-8"))
+    assert "tokens" not in meta and "tokens.parquet" not in meta["files"]
     assert result.report_path is not None
     page = result.report_path.read_text(encoding="utf-8")
     assert 'id="tokens"' not in page and "Leveraged tokens" not in page
@@ -207,16 +210,21 @@ def test_report_has_the_tokens_section_with_the_run_figures(tmp_path: Path) -> N
     assert "Σ r² = 0.0750" in page  # 30 x 0.05²
     assert page.count("Plotly.newPlot(") == 7  # the six market charts and the tokens'
 
-    table = pq.read_table(tmp_path / "side" / "tokens.parquet").to_pydict()
+    log = tmp_path / "side" / "events"
+    table = pq.read_table(log / "tokens.parquet").to_pydict()
     assert len(table["step"]) == result.summary["steps"] == 31
     nav = table["BTCUP3_nav_atoms"]
     assert nav[-1] == round(result.summary["tokens"]["BTCUP3"]["nav_end"] * 10**6)
     # after each +5 % day BTCUP3's leverage fell to 3 x 1.05 / 1.15 = 2.739 before the rebalance
     assert table["BTCUP3_leverage_ppm"][1] == pytest.approx(2_739_130, abs=200)
     assert table["BTCDOWN3_position_lots"][0] < 0 < table["BTCUP3_position_lots"][0]
-    meta = json.loads((tmp_path / "side" / "meta.json").read_text(encoding="utf-8"))
+    meta = json.loads((log / "meta.json").read_text(encoding="utf-8"))
     assert meta["tokens"]["frictionless"] is True
     assert [t["name"] for t in meta["tokens"]["list"]] == ["BTCUP3", "BTCDOWN3"]
+    assert meta["files"]["tokens.parquet"] == 31
+    # the event log alone, copied elsewhere, draws the same page, tokens section included
+    shutil.copytree(log, tmp_path / "copy")
+    assert build_report(tmp_path / "copy").read_bytes() == result.report_path.read_bytes()
 
 
 def test_daily_returns_are_the_moves_each_rebalance_saw() -> None:

@@ -3,8 +3,9 @@
 The sweep here is tiny on purpose: `liquidation-distance` cut to 60 one-minute steps and 40
 traders (its 30 % fall moved to start at 10 minutes and last 30), 2 insurance-fund sizes x 2
 clearance fees x 2 seeds = 8 tasks of about 0.15 s each. A task of the
-"shocks[0].minutes = 120" grid value fails at run time (the fall would end after the path
-does), which is how a real failure, not a mock, is made.
+"strategy.class = no_such_strategies:Nothing" grid value fails at run time (the sweep file is
+valid, but no worker can import the module), which is how a real failure, not a mock, is made.
+A value the scenario refuses (a shock that would end after the path) is refused at load time.
 """
 
 from __future__ import annotations
@@ -73,11 +74,25 @@ def write_sweep(
     return path
 
 
+MISSING = "no_such_strategies:Nothing"
+MISSING_ERROR = f"ValueError: strategy '{MISSING}': no module named 'no_such_strategies'"
+
+
+def test_a_shock_the_path_cannot_hold_is_refused_at_load_time(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, first_key="shocks[0].minutes", first_values="[30.0, 120.0]")
+    with pytest.raises(SweepError) as info:
+        load_sweep(path)
+    assert str(info.value).startswith(
+        f"{path}: parameters[0].values[1]: shocks[0]: it ends at 2024-01-01T02:10:00Z, after "
+        "the path: the path runs from"
+    )
+
+
 def failing_sweep(directory: Path, *, failing_first: bool = False) -> SweepSpec:
-    """The fall lasts 30 minutes (fine) or 120 (ends after the 60-minute path: ValueError)."""
-    values = "[120.0, 30.0]" if failing_first else "[30.0, 120.0]"
+    """No strategy (fine) or one in a module no worker can import (ValueError at run time)."""
+    values = f'["{MISSING}", ""]' if failing_first else f'["", "{MISSING}"]'
     return load_sweep(
-        write_sweep(directory, "failing", first_key="shocks[0].minutes", first_values=values)
+        write_sweep(directory, "failing", first_key="strategy.class", first_values=values)
     )
 
 
@@ -274,9 +289,9 @@ def test_a_failing_task_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> Non
     assert (result.stopped, result.ran, result.failed) == (None, 8, 4)
     task_rows = pq.read_table(tmp_path / "out" / "tasks.parquet").to_pylist()
     failed = [r for r in task_rows if r["error"] is not None]
-    assert [r["shocks[0].minutes"] for r in failed] == ["120.0"] * 4
+    assert [r["strategy.class"] for r in failed] == [MISSING] * 4
     assert [r["seed"] for r in failed] == [t.seed for t in tasks(spec) if t.point >= 2]
-    assert all(r["error"].startswith("ValueError: the shock ends at") for r in failed)
+    assert all(r["error"].startswith(MISSING_ERROR) for r in failed)
     assert all(r["liquidations"] is None and r["bad_debt"] is None for r in failed)
     agg = result.aggregate
     assert [(r["tasks"], r["failures"]) for r in agg] == [(2, 0), (2, 0), (2, 2), (2, 2)]
@@ -287,7 +302,7 @@ def test_fail_fast_stops_at_the_first_failure(tmp_path: Path) -> None:
     spec = failing_sweep(tmp_path, failing_first=True)
     out = tmp_path / "out"
     result = sweep(spec, out, workers=1, fail_fast=True)
-    assert result.stopped is not None and "ValueError: the shock ends at" in result.stopped
+    assert result.stopped is not None and MISSING_ERROR in result.stopped
     assert f"seed {tasks(spec)[0].seed}" in result.stopped
     assert result.ran == 1 and result.ran < result.tasks
     assert len(log_lines(out)) == 1
@@ -331,6 +346,20 @@ def test_a_users_mistake_is_one_line_and_exit_2(
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
+def test_an_out_dir_that_is_a_file_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    in_the_way = tmp_path / "results"
+    in_the_way.write_text("not a directory", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        _console_sweep(str(write_sweep(tmp_path)), in_the_way, backend="inline")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {in_the_way}: cannot make the results directory: a file is in the way\n"
+    )
+    assert in_the_way.read_text(encoding="utf-8") == "not a directory"
+
+
 def test_the_command_prints_the_aggregate_and_fail_fast_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -345,8 +374,8 @@ def test_the_command_prints_the_aggregate_and_fail_fast_exits_1(
         _console_sweep(str(tmp_path / "failing.toml"), tmp_path / "ff", fail_fast=True)
     assert exit_info.value.code == 1
     last = capsys.readouterr().err.splitlines()[-1]  # under the progress bar
-    assert last.startswith("error: --fail-fast: point 0 (shocks[0].minutes=120.0") and (
-        "ValueError: the shock ends" in last
+    assert last.startswith(f"error: --fail-fast: point 0 (strategy.class={MISSING}") and (
+        MISSING_ERROR in last
     )
 
 

@@ -366,6 +366,13 @@ BAD = [
     Bad("unknown scenario", '"liquidation-distance"', '"liquidation-distanse"', "scenario",
         "unknown scenario (did you mean 'liquidation-distance'?)"),
     Bad("malformed TOML", "seeds = 2", "seeds = = 2", "invalid TOML", "(at line 4, column"),
+    # the path is built once before any task: a window or a shock that cannot be is refused
+    Bad("a [set] that cuts the scenario's shock off", '"agents.traders.count" = 50',
+        '"path.steps" = 90', "set", "shocks[0]: it ends at 2024-01-01T03:00:00Z, after the "
+        "path: the path runs from 2024-01-01T00:00:00Z to 2024-01-01T01:31:00Z"),
+    Bad("a shock time outside the path", 'key = "exchange.insurance_fund"\nvalues = [0, 1_000]',
+        'key = "shocks[0].at"\nvalues = ["3600", "2030-01-01T00:00:00Z"]',
+        "parameters[0].values[1]", "shocks[0].at: 2030-01-01T00:00:00Z is outside the path"),
 ]  # fmt: skip
 
 
@@ -379,6 +386,23 @@ def test_a_bad_sweep_file_is_refused_in_one_line(tmp_path: Path, case: Bad) -> N
     assert "\n" not in message
     assert message.startswith(f"{path}: {case.key}: "), message
     assert case.reason in message, message
+
+
+def test_a_data_window_with_no_candles_is_refused_before_any_task(tmp_path: Path) -> None:
+    text = GOOD.replace('scenario = "liquidation-distance"', 'scenario = "tariff-2025-10-10"')
+    text = text.replace(
+        '"agents.traders.count" = 50',
+        '"agents.traders.count" = 50\n"data.start" = "2024-01-01T00:00:00Z"\n'
+        '"data.end" = "2024-01-02T00:00:00Z"',
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(SweepError) as info:
+        load_sweep(str(path))
+    assert str(info.value) == (
+        f"{path}: set: BTCUSDT-15m: no candle opens in the scenario's window "
+        "[2024-01-01T00:00:00Z, 2024-01-02T00:00:00Z) (data.start, data.end); it has candles "
+        "from 2025-08-17T00:00:00Z to 2026-05-17T08:45:00Z"
+    )
 
 
 def test_the_good_file_of_the_bad_cases_loads(tmp_path: Path) -> None:

@@ -599,6 +599,7 @@ def test_refusals_change_nothing() -> None:
         (RedeemTokens("alice", "BTCUP3", 0), Reason.INVALID_AMOUNT),
         (RedeemTokens("alice", "BTCUP3", -TOKEN_UNITS), Reason.INVALID_AMOUNT),
         (RedeemTokens("alice", "BTCUP3", held + 1), Reason.TOKEN_BALANCE_INSUFFICIENT),
+        (RedeemTokens("alice", "BTCUP3", 1), Reason.INVALID_AMOUNT),  # pays 1 atom, fee 1: dust
         (RedeemTokens("bob", "BTCUP3", 1), Reason.TOKEN_BALANCE_INSUFFICIENT),
         (RedeemTokens("ghost", "BTCUP3", 1), Reason.TOKEN_BALANCE_INSUFFICIENT),
         (RedeemTokens("", "BTCUP3", 1), Reason.UNKNOWN_ACCOUNT),
@@ -608,6 +609,54 @@ def test_refusals_change_nothing() -> None:
     # Bob's whole balance is not too much: the check is on what is available.
     venue.accept(CreateTokens("bob", "BTCUP3", 1_000 * ATOMS_PER_USDT))
     assert venue.wallet_atoms("bob") == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DustCase:
+    name: str
+    redemption_fee_ppm: int
+    index_ticks: int  # after a creation at 60,000: the pool's equity per unit moves with it
+    units: int
+    paid_atoms: int | None  # None: refused as dust
+
+
+# 200,000 USDT created at NAV 100 with no creation fee: 2,000 tokens, equity 200,000 USDT, so
+# a unit (1e-8 token) is worth exactly 1 atom; at 57,000 the 3x pool has lost 15 %: 0.85 atom.
+DUST_CASES: Final = [
+    DustCase("1 unit at 1 atom, 0.1 % fee: the fee (rounded up) takes it all", 1_000, BTC_60000,
+             1, None),
+    DustCase("2 units at 1 atom, 0.1 % fee: the smallest that pays", 1_000, BTC_60000, 2, 1),
+    DustCase("1 unit at 1 atom, no fee: pays its atom", 0, BTC_60000, 1, 1),
+    DustCase("1 unit at 0.85 atom, no fee: rounds down to nothing", 0, 570_000, 1, None),
+    DustCase("2 units at 0.85 atom, no fee: the smallest that pays", 0, 570_000, 2, 1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", DUST_CASES, ids=lambda c: c.name)
+def test_a_redemption_that_pays_nothing_is_refused_as_dust(case: DustCase) -> None:
+    """Redeeming dust would burn tokens for 0 USDT: refused (INVALID_AMOUNT, as a creation that
+    buys no unit) with nothing changed; the smallest redemption that pays an atom goes through."""
+    spec = token("BTCUP3", 3_000_000, redemption_fee_ppm=case.redemption_fee_ppm)
+    venue = Venue(spec)
+    venue.open()
+    venue.create("alice", spec, 200_000 * ATOMS_PER_USDT)
+    venue.pull_quotes()
+    venue.accept(UpdateIndex(BTC, case.index_ticks))
+    equity_atoms, supply_units = venue.equity_atoms(spec), venue.state(spec).supply_units
+    payout_atoms = case.units * equity_atoms // supply_units
+    net_atoms = payout_atoms - -(-payout_atoms * case.redemption_fee_ppm // PPM)
+    assert net_atoms == (case.paid_atoms or 0)  # the table agrees with the rule
+    if case.paid_atoms is None:
+        assert_refused(venue, RedeemTokens("alice", spec.name, case.units), Reason.INVALID_AMOUNT)
+        return
+    less = case.units - 1  # one unit fewer pays nothing (or is no redemption at all)
+    if less:
+        assert_refused(venue, RedeemTokens("alice", spec.name, less), Reason.INVALID_AMOUNT)
+    alice_before_atoms = venue.wallet_atoms("alice")
+    events = venue.accept(RedeemTokens("alice", spec.name, case.units))
+    assert isinstance(events[0], TokensRedeemed) and events[0].units == case.units
+    assert venue.wallet_atoms("alice") == alice_before_atoms + case.paid_atoms
+    assert not rebalances(events, spec)  # a share under one lot: the pool sold nothing
 
 
 def twap_after_a_5_percent_rise() -> tuple[Venue, TokenSpec]:

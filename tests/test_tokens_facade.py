@@ -176,6 +176,19 @@ def test_creation_and_redemption_fees_go_to_the_exchange() -> None:
     ex.check_invariants()
 
 
+def test_redeeming_dust_is_refused_and_the_smallest_paying_redemption_is_not() -> None:
+    ex = exchange([BTCUP3])  # 0.1 % each way; no trading fees
+    fund(ex)
+    # 99.9 tokens on an equity of 9,990 USDT: 1e-8 token is worth exactly 1e-6 USDT (1 atom),
+    # and the 0.1 % fee rounded up takes that atom: it would burn the token for nothing.
+    assert ex.create_tokens("alice", "BTCUP3", "10000") == Decimal("99.9")
+    assert_refused(ex, lambda x: x.redeem_tokens("alice", "BTCUP3", "0.00000001"), -1013)
+    # 2e-8 token: 2 atoms less a 1-atom fee.
+    assert ex.redeem_tokens("alice", "BTCUP3", "0.00000002") == Decimal("0.000001")
+    assert ex.token_balance("alice", "BTCUP3") == Decimal("99.89999998")
+    ex.check_invariants()
+
+
 def test_a_short_token_sells_its_exposure() -> None:
     ex = exchange([FREE_BTCUP3, dataclasses.replace(BTCDOWN3, creation_fee="0")])
     fund(ex)

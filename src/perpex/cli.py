@@ -124,13 +124,15 @@ def keys_revoke(
 @app.command()
 def report(
     run_dir: str = typer.Argument(
-        ..., help="a run directory of perpex simulate (or its events/), or of perpex sweep"
+        ...,
+        help="a run directory of perpex simulate, its events/ (or a copy of that anywhere), "
+        "or a sweep's directory",
     ),
     out: str | None = typer.Option(
         None, "--out", help="the HTML file (default RUN_DIR/report.html)"
     ),
 ) -> None:
-    """Rebuild the HTML report of a run (from its event files alone) or of a sweep."""
+    """Rebuild the HTML report of a run (from its event log, events/, alone) or of a sweep."""
     from perpex.sim.console import report as build
 
     build(run_dir, out)

@@ -15,7 +15,9 @@ any other: it pays fees, slippage and funding, and it can be liquidated.
   band cannot take the redeemed share of the pool's position; else the pool sells (or buys
   back) that share through the book (the last holder out: all of it), then the account
   receives units x equity / supply as it stands after that sale (rounded down: the redeemer
-  bears its exit's slippage) less the redemption fee (rounded up, to FEES).
+  bears its exit's slippage) less the redemption fee (rounded up, to FEES). A redemption that
+  would pay nothing after the fee (dust) is refused (`INVALID_AMOUNT`, as a creation that buys
+  no unit is) before anything moves.
 - Rebalancing back to `leverage_ppm` x equity / mark: daily at `rebalance_at_ns` into the UTC
   day (default 00:02, as FTX did), in `slices` market orders `slice_interval_ns` apart (a TWAP;
   1 = at once); at once after a creation or when a mark publication finds the pool's leverage at
@@ -244,8 +246,15 @@ class Tokens:
         if reason is not None:
             return [RequestRejected(cmd.account, cmd.token, reason)]
         assert t is not None
-        if self.equity_atoms(t) <= 0:
+        equity_before = self.equity_atoms(t)
+        if equity_before <= 0:
             return [RequestRejected(cmd.account, cmd.token, Reason.TOKEN_HALTED)]
+        if self._net_payout_atoms(t, cmd.units, equity_before) <= 0:
+            # Dust, refused as a creation that buys no unit is: burning tokens for nothing
+            # must not happen, and nothing has moved yet. Judged at the equity before the
+            # pool's sale: exact when there is no sale (a share under one lot, as a payout of
+            # a few atoms is at any listed leverage).
+            return [RequestRejected(cmd.account, cmd.token, Reason.INVALID_AMOUNT)]
         nav = self.nav_atoms(t)
         size = self.position_lots(t)
         share_lots = div(size * cmd.units, t.supply_units, Rounding.TRUNC)
@@ -281,6 +290,12 @@ class Tokens:
             )
         events.insert(0, TokensRedeemed(cmd.account, cmd.token, cmd.units, payout, fee, nav))
         return events
+
+    def _net_payout_atoms(self, t: TokenState, units: int, equity_atoms: int) -> int:
+        """What redeeming `units` pays at the pool's `equity_atoms`: the share rounded down,
+        less the redemption fee rounded up."""
+        payout_atoms = div(units * equity_atoms, t.supply_units, Rounding.FLOOR)
+        return payout_atoms - div(payout_atoms * t.spec.redemption_fee_ppm, PPM, Rounding.CEIL)
 
     def _book_lots(self, t: TokenState, side: int) -> int:
         """Lots a market order on `side` can take before the price band stops it."""
@@ -436,11 +451,9 @@ class Tokens:
             order = PlaceOrder(
                 t.spec.pool, t.spec.symbol, side, OrderType.MARKET, TimeInForce.IOC, chunk, 0,
                 reduce_only,
-            )
+            )  # fmt: skip
             order_events = state.submit_order(order)
-            order_id = next(
-                (e.order_id for e in order_events if type(e) is OrderAccepted), None
-            )
+            order_id = next((e.order_id for e in order_events if type(e) is OrderAccepted), None)
             for e in order_events:
                 if type(e) is TradeExecuted and e.taker_order_id == order_id:
                     assert isinstance(e, TradeExecuted)
@@ -452,12 +465,11 @@ class Tokens:
                 break  # refused, or no liquidity: the next rebalance tries again
         slippage = side * (quote_ticks - filled * mark) * k  # > 0: paid over the mark
         lev_after, nav = self.leverage_ppm(t), self.nav_atoms(t)
-        events.append(
-            TokenRebalanced(
-                t.spec.name, reason, side, lots, filled, quote_ticks, mark, fee_atoms, slippage,
-                lev_before, lev_after, nav,
-            )
-        )
+        rebalanced = TokenRebalanced(
+            t.spec.name, reason, side, lots, filled, quote_ticks, mark, fee_atoms, slippage,
+            lev_before, lev_after, nav,
+        )  # fmt: skip
+        events.append(rebalanced)
 
     # -- records --------------------------------------------------------------------------------
     def record(self) -> list[Any]:

@@ -15,7 +15,14 @@ from perpex.journal.store import (
     CorruptJournal,
     JournalError,
 )
-from perpex.journal.tools import ReplayResult, event_digest, inspect, iter_events, replay
+from perpex.journal.tools import (
+    ReplayResult,
+    event_digest,
+    inspect,
+    iter_commands,
+    iter_events,
+    replay,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -31,6 +38,7 @@ __all__ = [
     "ReplayResult",
     "event_digest",
     "inspect",
+    "iter_commands",
     "iter_events",
     "replay",
 ]

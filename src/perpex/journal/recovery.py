@@ -71,10 +71,7 @@ _state_decoder: Final = msgspec.msgpack.Decoder(_State)
 
 def engine_version() -> str:
     """What must match for a journal to replay to the same state (code, snapshot layout)."""
-    return (
-        f"perpex {__version__}; engine snapshot v{SNAPSHOT_VERSION}; "
-        f"journal v{FORMAT_VERSION}"
-    )
+    return f"perpex {__version__}; engine snapshot v{SNAPSHOT_VERSION}; journal v{FORMAT_VERSION}"
 
 
 def genesis_state(

@@ -20,7 +20,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from perpex.core.engine import Engine
-from perpex.core.messages import Event
+from perpex.core.messages import Command, Event
 from perpex.journal.idempotency import IdempotencyWindow
 from perpex.journal.recovery import Outcome, describe_genesis, step
 from perpex.journal.store import (
@@ -73,7 +73,7 @@ def replay(path: str | os.PathLike[str], *, check_snapshots: bool = True) -> Rep
         engine = None
         digest = EventDigest()
         replayed = 0
-        for engine, seq, outcome in _replay_rows(store):
+        for engine, seq, _command, outcome in _replay_rows(store):
             if not outcome.duplicate and outcome.error is None:
                 digest.update(outcome.events)
             replayed += 1
@@ -92,6 +92,19 @@ def replay(path: str | os.PathLike[str], *, check_snapshots: bool = True) -> Rep
         store.close()
 
 
+def iter_commands(path: str | os.PathLike[str]) -> Iterator[tuple[Command, list[Event]]]:
+    """`iter_events` with each row's command: (command, its events), for a view that needs what
+    was asked as well as what happened (the server's self-trade prevention mode of an order).
+    Read-only; a duplicate or a refused row yields nothing, as in `iter_events`."""
+    store = JournalStore(path, create=False)
+    try:
+        for _engine, _seq, command, outcome in _replay_rows(store):
+            if not outcome.duplicate and outcome.error is None and outcome.events:
+                yield command, outcome.events
+    finally:
+        store.close()
+
+
 def iter_events(path: str | os.PathLike[str]) -> Iterator[list[Event]]:
     """Every journaled command's events, from seq 1, as a fresh engine replays them: how a
     driver that keeps views of the past (the server's order history, trades and candles)
@@ -99,7 +112,7 @@ def iter_events(path: str | os.PathLike[str]) -> Iterator[list[Event]]:
     A duplicate (a resent client order id) and a row the engine refused yield nothing."""
     store = JournalStore(path, create=False)
     try:
-        for _engine, _seq, outcome in _replay_rows(store):
+        for _engine, _seq, _command, outcome in _replay_rows(store):
             if not outcome.duplicate and outcome.error is None and outcome.events:
                 yield outcome.events
     finally:
@@ -144,9 +157,10 @@ def inspect(path: str | os.PathLike[str], *, by_type: bool = False) -> dict[str,
         store.close()
 
 
-def _replay_rows(store: JournalStore) -> Iterator[tuple[Engine, int, Outcome]]:
+def _replay_rows(store: JournalStore) -> Iterator[tuple[Engine, int, Command, Outcome]]:
     """Every row from seq 1 through a fresh engine (the one `step()` live recovery uses):
-    (the engine after the row, its seq, its outcome). Refuses a journal pruned at the start."""
+    (the engine after the row, its seq, its command, its outcome). Refuses a journal pruned at
+    the start."""
     meta = _meta(store)
     count, first, _ = store.command_range()
     if count and first != 1:
@@ -157,7 +171,7 @@ def _replay_rows(store: JournalStore) -> Iterator[tuple[Engine, int, Outcome]]:
     engine = Engine.restore(meta.genesis)
     window = IdempotencyWindow(meta.window_capacity)
     for seq, _ts_ns, key, command in store.iter_commands(0):
-        yield engine, seq, step(engine, window, seq, command, key)
+        yield engine, seq, command, step(engine, window, seq, command, key)
 
 
 def _meta(store: JournalStore, *, check_format: bool = True) -> Meta:

@@ -66,9 +66,11 @@ from perpex.core.markets import MarketSpec
 from perpex.core.messages import Command, Deposit, Event, SetLeverage, UpdateIndex
 from perpex.core.units import PPM
 from perpex.exchange import Exchange
+from perpex.live.history import scenario_history
 from perpex.live.path_clock import LivePath
 from perpex.live.shocks import NS_PER_SECOND, LiveShock, make_shock
 from perpex.live.tape import DEFAULT_TAPE_PER_MINUTE, Tape
+from perpex.server.backfill import MinuteHistory
 from perpex.sim.agents.config import MakerConfig
 from perpex.sim.agents.makers import VOL_FLOOR, MarketMakers
 from perpex.sim.build import ZERO_FUNDING, build_market, build_path
@@ -161,6 +163,13 @@ class ScenarioDriver:
     # -- MarketDriver: configuration ---------------------------------------------------------
     def exchange_options(self) -> Mapping[str, Any]:
         return exchange_options(self.scenario)
+
+    def history(self, symbol: str, minutes: int) -> MinuteHistory | None:
+        """The `minutes` one-minute candles before the scenario's start (`perpex.live.history`:
+        a replay's data before it, or the path's kind walked back from its start price)."""
+        if symbol != self.symbol:
+            return None
+        return scenario_history(self.scenario, self.seed, minutes, self.tape.per_minute)
 
     # -- MarketDriver: the market's life -----------------------------------------------------
     def start(self, ex: Exchange, now_ns: int) -> None:

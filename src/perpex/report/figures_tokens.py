@@ -31,7 +31,7 @@ _MORE_COLORS: Final = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#
 
 def _setting(run: Run) -> dict[str, Any] | None:
     """meta.json's ``tokens`` (hold, static_leverage, frictionless, list), or None."""
-    raw = read_json_object(run.run_dir / "meta.json", f"{run.run_dir} has no meta.json")
+    raw = read_json_object(run.log_dir / "meta.json", f"{run.log_dir} has no meta.json")
     setting = raw.get("tokens")
     return setting if isinstance(setting, dict) else None
 
@@ -150,12 +150,14 @@ def tokens_section(run: Run) -> Section | None:
     """The tokens' NAV paths beside the static position and the yardsticks (None without
     tokens: the page then has no such section)."""
     summary = run.meta.summary.get("tokens")
-    path = run.run_dir / TOKENS_FILE
-    if not isinstance(summary, dict) or not path.is_file():
+    if not isinstance(summary, dict):
         return None
+    path = run.log_dir / TOKENS_FILE
+    if not path.is_file():  # the summary has tokens: a log without their table is cut
+        raise ReportError(f"{run.log_dir}: no {TOKENS_FILE}, though the run had tokens")
     setting = _setting(run)
     if setting is None:
-        raise ReportError(f"{run.run_dir}: meta.json has no 'tokens' for {TOKENS_FILE}")
+        raise ReportError(f"{run.log_dir}: meta.json has no 'tokens' for {TOKENS_FILE}")
     tokens = [(str(t["name"]), float(t["leverage"])) for t in setting.get("list", [])]
     columns = ["time_ns", "static_equity_atoms"]
     for name, _ in tokens:

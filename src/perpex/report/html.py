@@ -1,4 +1,4 @@
-"""One self-contained HTML report of a simulation run, rebuilt from its output directory alone.
+"""One self-contained HTML report of a simulation run, rebuilt from its event log alone.
 
 `build_report(run_dir)` reads the run (`perpex.report.load`), makes the sections (header in
 words, then one chart each with a caption) and writes ONE file that opens offline: plotly.js is
@@ -41,7 +41,6 @@ SECTIONS: tuple[Callable[[Run], Section | None], ...] = (
 )
 """The charts, in page order (the header comes first); a section that returns None is left
 out."""
-
 
 
 def _table(rows: list[tuple[str, str]], caption: str) -> str:
@@ -95,21 +94,20 @@ def render(run: Run) -> str:
         f'<script type="text/javascript">{plotly_js}</script>'
         "</head><body><main>"
         f"{_header(run)}<nav>{nav}</nav>{body}"
-        "<footer>Built by <code>perpex report</code> from the run directory alone "
-        "(meta.json, samples.parquet, events/, entries.parquet, stops.parquet). Prices in "
-        "USDT, sizes in BTC; hover a chart for values, drag to zoom, double-click to reset."
+        "<footer>Built by <code>perpex report</code> from the run's event log alone "
+        "(events/: meta.json, samples.parquet, entries.parquet, stops.parquet and one file per "
+        "engine event kind). Prices in USDT, sizes in BTC; hover a chart for values, drag to "
+        "zoom, double-click to reset."
         "</footer></main></body></html>\n"
     )
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Writes the HTML report of the run in `run_dir` (default `run_dir/report.html`) and
-    returns its path. `run_dir` may also be the run's ``events`` directory (what
-    `SimResult.events_path` names). Raises `ReportError` when it is not a simulation run."""
+    returns its path. `run_dir` is the run's directory, its ``events`` directory (what
+    `SimResult.events_path` names) or a copy of that anywhere: the event log holds all the
+    report reads. Raises `ReportError` when it is not a simulation run or the log is cut."""
     run_path = Path(run_dir)
-    beside = run_path.parent / "meta.json"
-    if run_path.name == "events" and not (run_path / "meta.json").exists() and beside.exists():
-        run_path = run_path.parent  # the event log's own run directory
     run = load_run(run_path)
     out_path = run_path / "report.html" if out is None else Path(out)
     page = render(run)

@@ -1,15 +1,22 @@
-"""Reading a simulation run's output directory: meta.json, the per-step samples, the event files.
+"""Reading a simulation run's event log: meta.json, the per-step samples, the event files.
 
 Only what a chart needs is read: the columns named, the liquidation rows of the trades. Every
 array comes back as NumPy in the file's own integer units (ticks, lots, atoms, ns); turning them
 into prices, BTC and USDT for display is `RunMeta`'s job, in float64, and only for display.
 
-A run directory (written by the simulator's runner):
+A run's event log is one directory, ``RUN/events`` (written by the simulator's runner, see
+`perpex.sim.events_out`), and it is all the report reads, wherever it has been copied:
 
-- `meta.json`: scenario, question, seed, market units, times, flags and the runner's summary;
-- `samples.parquet`: one row per path step (prices, open interest, fund, depth, funding, ...);
-- `events/<EventKind>.parquet`: one file per event class that occurred (absent when none did);
-- `entries.parquet`, `stops.parquet`: optional, leveraged entries and triggered stops.
+- ``meta.json`` (written last): scenario, question, seed, market units, times, flags, the
+  runner's summary, and ``files``: every table of the log with its row count, so a log missing
+  a table (or holding a cut one) is refused by name instead of drawing a different report;
+- ``samples.parquet``: one row per path step (prices, open interest, fund, depth, funding, ...);
+- ``entries.parquet``, ``stops.parquet``: leveraged entries and triggered stops (maybe empty);
+- ``tokens.parquet``: only in a run with leveraged tokens;
+- ``<EventKind>.parquet``: one file per engine event class that occurred (absent when none did).
+
+`find_log` takes the run directory, its ``events`` directory or a copy of it. A run written
+before the log held everything (meta.json and the tables beside ``events/``) still reads.
 """
 
 from __future__ import annotations
@@ -108,16 +115,48 @@ def _decimal(raw: dict[str, Any], name: str, path: Path) -> Decimal:
     return value
 
 
-def read_meta(run_dir: Path) -> RunMeta:
-    """meta.json of `run_dir`; ReportError when the directory is not a run."""
-    if not run_dir.is_dir():
-        raise ReportError(f"{run_dir} is not a directory (expected a simulation run directory)")
-    path = run_dir / "meta.json"
-    raw = read_json_object(
-        path,
-        f"{run_dir} is not a simulation run: it has no meta.json "
-        "(a run directory holds meta.json, samples.parquet and events/)",
+EVENTS_DIR = "events"
+META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where one run's files are: `log_dir` holds meta.json and the simulator's tables,
+    `events_dir` the engine event tables (the same directory, but for a run written before the
+    log held everything)."""
+
+    log_dir: Path
+    events_dir: Path
+
+
+def find_log(path: Path) -> RunFiles:
+    """The event log of `path`: a run directory (its ``events/``), the log itself (a run's
+    ``events/`` or a copy of it anywhere), or an older run directory; ReportError otherwise."""
+    if not path.is_dir():
+        raise ReportError(f"{path} is not a directory (expected a simulation run directory)")
+    inside = path / EVENTS_DIR
+    if (path / META_FILE).is_file():
+        if inside.is_dir() and not (inside / META_FILE).exists():  # the older layout
+            return RunFiles(path, inside)
+        return RunFiles(path, path)
+    if (inside / META_FILE).is_file():
+        return RunFiles(inside, inside)
+    if path.name == EVENTS_DIR and (path.parent / META_FILE).is_file():  # older layout's events/
+        return RunFiles(path.parent, path)
+    if inside.is_dir():
+        raise ReportError(
+            f"{inside} has no meta.json: the run did not finish (meta.json is written last)"
+        )
+    raise ReportError(
+        f"{path} is not a simulation run: it has no meta.json (a run's event log, RUN/events, "
+        "holds meta.json, samples.parquet and one <EventKind>.parquet per event kind)"
     )
+
+
+def read_meta(log_dir: Path) -> RunMeta:
+    """meta.json of the event log `log_dir`; ReportError when it is not one."""
+    path = log_dir / META_FILE
+    raw = read_json_object(path, f"{log_dir} is not a simulation run: it has no meta.json")
     summary = raw.get("summary", {})
     if not isinstance(summary, dict):
         raise ReportError(f"{path}: meta.json 'summary' must be an object")
@@ -143,6 +182,37 @@ def read_meta(run_dir: Path) -> RunMeta:
     return meta
 
 
+def read_files(log_dir: Path) -> dict[str, int]:
+    """meta.json's ``files`` (each table of the log and its rows), checked against the files:
+    ReportError naming the first one missing or cut. {} for a run written before the list."""
+    path = log_dir / META_FILE
+    listed = read_json_object(path, f"{log_dir} has no meta.json").get("files", {})
+    if not isinstance(listed, dict):
+        raise ReportError(f"{path}: meta.json 'files' must be an object")
+    files: dict[str, int] = {}
+    for name, rows in listed.items():
+        plain = isinstance(name, str) and Path(name).name == name and name.endswith(".parquet")
+        if not plain or isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise ReportError(f"{path}: meta.json 'files' has a bad entry {name!r}: {rows!r}")
+        table = log_dir / name
+        if not table.is_file():
+            raise ReportError(
+                f"{log_dir}: no {name}, which meta.json lists ({rows:,} rows): the log is "
+                "incomplete (copy the whole events directory)"
+            )
+        try:
+            found = int(pq.read_metadata(table).num_rows)
+        except (OSError, pa.ArrowException) as exc:
+            raise ReportError(f"{table}: cannot read it as parquet: {exc}") from exc
+        if found != rows:
+            raise ReportError(
+                f"{table}: {found:,} rows where meta.json says {rows:,}: the log is incomplete "
+                "or mixed with another run's"
+            )
+        files[name] = rows
+    return files
+
+
 def _to_numpy(table: pa.Table, name: str) -> Array:
     column = table.column(name)
     if column.null_count:
@@ -150,12 +220,12 @@ def _to_numpy(table: pa.Table, name: str) -> Array:
     return np.asarray(column.to_numpy())
 
 
-def read_samples(run_dir: Path) -> dict[str, Array]:
+def read_samples(log_dir: Path) -> dict[str, Array]:
     """samples.parquet as one NumPy array per column, sorted by step."""
-    path = run_dir / "samples.parquet"
+    path = log_dir / "samples.parquet"
     if not path.is_file():
         raise ReportError(
-            f"{run_dir} is not a complete simulation run: it has meta.json but no samples.parquet"
+            f"{log_dir} is not a complete simulation run: it has meta.json but no samples.parquet"
         )
     table = read_parquet(path, list(SAMPLE_COLUMNS))
     if table.num_rows == 0:
@@ -167,13 +237,13 @@ def read_samples(run_dir: Path) -> dict[str, Array]:
     return samples
 
 
-def event_path(run_dir: Path, kind: str) -> Path:
-    return run_dir / "events" / f"{kind}.parquet"
+def event_path(events_dir: Path, kind: str) -> Path:
+    return events_dir / f"{kind}.parquet"
 
 
-def event_count(run_dir: Path, kind: str) -> int:
+def event_count(events_dir: Path, kind: str) -> int:
     """Rows of one event file, from its footer alone (0 when the file is absent)."""
-    path = event_path(run_dir, kind)
+    path = event_path(events_dir, kind)
     if not path.is_file():
         return 0
     try:
@@ -183,32 +253,32 @@ def event_count(run_dir: Path, kind: str) -> int:
 
 
 def read_events(
-    run_dir: Path, kind: str, columns: list[str], filters: Any = None
+    events_dir: Path, kind: str, columns: list[str], filters: Any = None
 ) -> dict[str, Array] | None:
-    """The named columns of `events/<kind>.parquet` (None when no such event occurred)."""
-    path = event_path(run_dir, kind)
+    """The named columns of ``<kind>.parquet`` (None when no such event occurred)."""
+    path = event_path(events_dir, kind)
     if not path.is_file():
         return None
     table = read_parquet(path, columns, filters)
     return {name: _to_numpy(table, name) for name in columns}
 
 
-def read_liquidation_trades(run_dir: Path) -> dict[str, Array] | None:
+def read_liquidation_trades(events_dir: Path) -> dict[str, Array] | None:
     """The liquidation fills (`TradeExecuted.liquidation`), the taker being the liquidated side:
     taker_side -1 closed a long, +1 a short. The filter runs inside the reader, so a run with
     millions of ordinary trades costs only the liquidation rows."""
     columns = ["step", "time_ns", "price_ticks", "qty_lots", "taker_side", "taker_account"]
-    path = event_path(run_dir, "TradeExecuted")
+    path = event_path(events_dir, "TradeExecuted")
     if not path.is_file():
         return None
     table = read_parquet(path, [*columns, "liquidation"], filters=[("liquidation", "==", True)])
     return {name: _to_numpy(table, name) for name in columns}
 
 
-def read_optional(run_dir: Path, name: str, columns: list[str]) -> dict[str, Array] | None:
+def read_optional(log_dir: Path, name: str, columns: list[str]) -> dict[str, Array] | None:
     """entries.parquet / stops.parquet, or None when absent or empty. A nullable integer column
     comes back with nulls as 0 and a `<column>_valid` boolean mask next to it."""
-    path = run_dir / f"{name}.parquet"
+    path = log_dir / f"{name}.parquet"
     if not path.is_file():
         return None
     table = read_parquet(path, columns)
@@ -228,9 +298,10 @@ def read_optional(run_dir: Path, name: str, columns: list[str]) -> dict[str, Arr
 
 @dataclass(frozen=True)
 class Run:
-    """Everything the report reads from one run directory, already cut to the needed columns."""
+    """Everything the report reads from one run's event log, already cut to the needed
+    columns."""
 
-    run_dir: Path
+    files: RunFiles
     meta: RunMeta
     samples: dict[str, Array]
     liquidation_trades: dict[str, Array] | None  # see `read_liquidation_trades`
@@ -240,44 +311,59 @@ class Run:
     entries: dict[str, Array] | None
     stops: dict[str, Array] | None
 
+    @property
+    def log_dir(self) -> Path:
+        """The directory of meta.json and the simulator's tables."""
+        return self.files.log_dir
 
-def load_run(run_dir: Path) -> Run:
-    """Reads a run directory; ReportError when it is not one or a file is malformed."""
-    meta = read_meta(run_dir)
-    samples = read_samples(run_dir)
+
+def load_run(path: Path) -> Run:
+    """Reads a run (its directory, its event log or a copy of that; see `find_log`);
+    ReportError when it is not one, a table meta.json lists is missing or cut, or a file is
+    malformed."""
+    files = find_log(path)
+    log, events = files.log_dir, files.events_dir
+    meta = read_meta(log)
+    read_files(log)
+    samples = read_samples(log)
     return Run(
-        run_dir=run_dir,
+        files=files,
         meta=meta,
         samples=samples,
-        liquidation_trades=read_liquidation_trades(run_dir),
-        liquidations_triggered=read_events(run_dir, "LiquidationTriggered", ["account"]),
+        liquidation_trades=read_liquidation_trades(events),
+        liquidations_triggered=read_events(events, "LiquidationTriggered", ["account"]),
         adl=read_events(
-            run_dir,
+            events,
             "AutoDeleveraged",
             ["time_ns", "counterparty_account", "qty_lots", "price_ticks"],
         ),
         fund_changes=read_events(
-            run_dir, "InsuranceFundChanged", ["time_ns", "balance_atoms", "symbol"]
+            events, "InsuranceFundChanged", ["time_ns", "balance_atoms", "symbol"]
         ),
         entries=read_optional(
-            run_dir,
+            log,
             "entries",
             ["side", "leverage", "isolated", "entry_ticks", "liquidation_ticks"],
         ),
-        stops=read_optional(run_dir, "stops", ["time_ns", "side", "slippage_bps"]),
+        stops=read_optional(log, "stops", ["time_ns", "side", "slippage_bps"]),
     )
 
 
 __all__ = [
+    "EVENTS_DIR",
+    "META_FILE",
     "SAMPLE_COLUMNS",
     "Array",
     "ReportError",
     "Run",
+    "RunFiles",
     "RunMeta",
     "event_count",
     "event_path",
+    "find_log",
     "load_run",
     "read_events",
+    "read_files",
     "read_liquidation_trades",
     "read_meta",
     "read_optional",

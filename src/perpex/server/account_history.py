@@ -117,6 +117,10 @@ class AccountHistory:
         # order whose order was refused (its OrderRejected follows).
         self._liquidating: set[str] = set()
         self._placing: dict[int, AlgoRecord] = {}
+        # Orders placed with a self-trade prevention mode other than the default, (account,
+        # order id) -> mode: set by the placing job (or the start-up replay, from the journaled
+        # command) before the order's events come, taken by its OrderAccepted.
+        self.stp_modes: dict[tuple[str, int], str] = {}
         self._refused: tuple[str, AlgoRecord] | None = None
         self._handlers: dict[type, Callable[[Any], None]] = {
             ClockAdvanced: self._on_clock,
@@ -234,6 +238,8 @@ class AccountHistory:
             e.order_id, e.symbol, "", e.side, order_type, order_type, e.time_in_force.name,
             e.price_ticks, e.qty_lots, e.reduce_only, "NEW", now, now,
         )  # fmt: skip
+        if self.stp_modes:
+            o.stp_mode = self.stp_modes.pop((e.account, e.order_id), o.stp_mode)
         if algo is not None:
             o.orig_type = algo.type
             o.stop_price_ticks = algo.trigger_price_ticks

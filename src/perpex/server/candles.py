@@ -36,7 +36,9 @@ I64 = npt.NDArray[np.int64]
 
 MS_PER_MINUTE: Final = 60_000
 NS_PER_MINUTE: Final = 60_000_000_000
-DEFAULT_CAPACITY_MINUTES: Final = 7 * 24 * 60  # 10,080 closed minutes kept per series
+# 32 days of closed minutes kept per series: a fresh server's 30 days of history
+# (`perpex.server.backfill`) and its first two days before the oldest are overwritten.
+DEFAULT_CAPACITY_MINUTES: Final = 32 * 24 * 60
 MONTH: Final = 0  # the interval length of "1M" (calendar months) in INTERVAL_MINUTES
 MAX_MONTH_MINUTES: Final = 31 * 24 * 60
 WEEK_OFFSET_MINUTES: Final = 4 * 24 * 60  # 1970-01-01 was a Thursday; weeks start Monday
@@ -225,6 +227,22 @@ class MinuteSeries:
         if oldest > self.first_minute:
             self.first_minute = oldest
             self.evicted = True
+
+    def backfill(self, rows: I64, end_minute: int) -> None:
+        """Lay `rows` (one per minute, in the layout, oldest first) on the minutes before
+        `end_minute`: the history of a series that opens at `end_minute` (a series not yet
+        started opens there, flat at the history's last close). Only the newest
+        `capacity - 1` rows fit; a series that already has minutes before it is left alone."""
+        n = min(len(rows), self.capacity - 1)
+        if n <= 0 or (self.started and self.first_minute != end_minute):
+            return
+        rows = rows[-n:]
+        first = end_minute - n
+        self.ring[np.arange(first, end_minute) % self.capacity] = rows
+        if not self.started:
+            self.row = self.flat(int(rows[-1, CLOSE]), 0)
+            self.minute = end_minute
+        self.first_minute = first
 
     def rebase(self, minute: int) -> None:
         """Move a series that has only its open candle to `minute` (its time was unknown)."""

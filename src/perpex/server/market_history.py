@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
+import numpy as np
+
 from perpex.core.book import BUY
 from perpex.core.markets import MarketSpec
 from perpex.core.messages import (
@@ -37,6 +39,7 @@ from perpex.core.messages import (
     PositionChanged,
     TradeExecuted,
 )
+from perpex.server.backfill import MinuteHistory
 from perpex.server.candles import (
     CARRIED,
     CLOSE,
@@ -44,6 +47,7 @@ from perpex.server.candles import (
     DEFAULT_CAPACITY_MINUTES,
     FIRST_ID,
     HIGH,
+    I64,
     INTERVAL_MINUTES,
     LAST_ID,
     LAST_LAYOUT,
@@ -177,6 +181,7 @@ class MarketHistory:
         candle_minutes: int = DEFAULT_CAPACITY_MINUTES,
         trade_capacity: int = TRADE_CAPACITY,
         funding_capacity: int = FUNDING_CAPACITY,
+        backfill: Callable[[str, int], MinuteHistory | None] | None = None,
     ) -> None:
         self.specs = {s.symbol: s for s in specs}
         self._markets = {
@@ -184,7 +189,10 @@ class MarketHistory:
         }
         self.now_ns = 0  # the engine clock at the last ClockAdvanced seen
         self.first_ns = 0  # the first clock seen: when the markets opened
+        self.listed_ns = 0  # where their candles begin: first_ns, or the backfilled history's
         self._minute = 0
+        # (symbol, the first minute) -> the candles before it (`perpex.server.backfill`)
+        self._backfill = backfill
         self._handlers: dict[type, Callable[[Any], None]] = {
             TradeExecuted: self._trade,
             ClockAdvanced: self._clock,
@@ -213,6 +221,14 @@ class MarketHistory:
             for market in self._markets.values():
                 for series in market.all_series():
                     series.rebase(minute)
+            if self._backfill is not None:
+                for symbol, market in self._markets.items():
+                    history = self._backfill(symbol, minute)
+                    if history is not None and len(history):
+                        _lay_history(market, history, minute)
+            firsts = [s.first_minute for m in self._markets.values() for s in m.all_series()]
+            listed = min((f for f in firsts if f >= 0), default=minute) * NS_PER_MINUTE
+            self.listed_ns = min(listed, ts_ns)
         elif minute != self._minute:
             for market in self._markets.values():
                 for series in market.all_series():
@@ -424,8 +440,9 @@ class MarketHistory:
             "quoteVolume": market.quote(quote),
             "openTime": open_ms,
             "closeTime": now_ms,
-            "firstId": summary[FIRST_ID] if count else -1,
-            "lastId": summary[LAST_ID] if count else -1,
+            # The engine's trade ids (a fresh server's history has trades without ids).
+            "firstId": summary[FIRST_ID] if summary[FIRST_ID] != NO_FIRST_ID else -1,
+            "lastId": summary[LAST_ID] if summary[LAST_ID] != NO_LAST_ID else -1,
             "count": count,
         }
 
@@ -545,6 +562,40 @@ class MarketHistory:
                 }
             )
         return out
+
+
+PRICE_UPDATES_PER_MINUTE: Final = 60  # the count of a history minute of a price series
+
+
+def _lay_history(market: _Market, history: MinuteHistory, end_minute: int) -> None:
+    """The history's candles on the minutes before `end_minute`, in each series' layout."""
+    n = len(history)
+    count = history.count
+    traded = count > 0
+    # A minute without trades is flat at the close before it (a row of the live series).
+    last_traded = np.maximum.accumulate(np.where(traded, np.arange(n), -1))
+    closes = history.last[:, 3]
+    carried_close = np.where(last_traded >= 0, closes[np.maximum(last_traded, 0)], closes)
+    ohlc = np.where(traded[:, None], history.last, carried_close[:, None])
+    rows: I64 = np.empty((n, len(LAST_LAYOUT)), dtype=np.int64)
+    rows[:, OPEN : CLOSE + 1] = ohlc
+    rows[:, COUNT] = count
+    rows[:, VOLUME] = np.where(traded, history.volume_lots, 0)
+    rows[:, QUOTE] = np.where(traded, history.quote, 0)
+    rows[:, TAKER_VOLUME] = np.where(traded, history.taker_volume_lots, 0)
+    rows[:, TAKER_QUOTE] = np.where(traded, history.taker_quote, 0)
+    rows[:, FIRST_ID] = NO_FIRST_ID  # no trade ids: the engine's begin at the server's start
+    rows[:, LAST_ID] = NO_LAST_ID
+    market.last.backfill(rows, end_minute)
+    for series, values in (
+        (market.mark, history.mark),
+        (market.index, history.index),
+        (market.premium, history.premium),
+    ):
+        price_rows: I64 = np.zeros((n, len(PRICE_LAYOUT)), dtype=np.int64)
+        price_rows[:, OPEN : CLOSE + 1] = values
+        price_rows[:, COUNT] = PRICE_UPDATES_PER_MINUTE
+        series.backfill(price_rows, end_minute)
 
 
 def _kline(market: _Market, kind: str, open_ms: int, end_ms: int, r: list[int]) -> list[Any]:

@@ -16,7 +16,7 @@ from perpex.server.account_history import AccountHistory
 from perpex.server.errors import UNKNOWN_ORDER, ApiError
 from perpex.server.http import Call
 from perpex.server.limits import RateLimited
-from perpex.server.order_records import AlgoRecord, OrderRecord
+from perpex.server.order_records import STP_MODE, AlgoRecord, OrderRecord
 from perpex.server.trade_params import OrderArgs, find_order
 
 DUPLICATE_CLIENT_ID: Final = (-4116, "ClientOrderId is duplicated.")
@@ -63,7 +63,10 @@ def place(ex: Exchange, history: AccountHistory, account: str, args: OrderArgs) 
                 raise ApiError(*DUPLICATE_CLIENT_ID)  # the id of a plain order
         elif algo_id is not None:
             raise ApiError(*DUPLICATE_CLIENT_ID)  # the id of an algo order
-    return ex.place_order(account, **args.place_kwargs()).order_id
+    order_id = ex.place_order(account, **args.place_kwargs()).order_id
+    if args.stp_mode != STP_MODE and history.order(account, order_id) is None:
+        history.stp_modes[(account, order_id)] = args.stp_mode  # (not a resend's old order)
+    return order_id
 
 
 def placed_object(history: AccountHistory, account: str, args: OrderArgs, order_id: int) -> Any:

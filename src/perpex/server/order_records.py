@@ -17,7 +17,8 @@ OPEN_STATUSES: Final = frozenset({"NEW", "PARTIALLY_FILLED"})
 OPEN_ALGO_STATUSES: Final = frozenset({"NEW"})
 # Every order of these accounts' is in one-way mode (the server refuses hedge mode).
 POSITION_SIDE: Final = "BOTH"
-# The engine cancels the taker of a self-trade (EndReason.SELF_TRADE), whatever was asked.
+# Self-trade prevention: an order's mode unless it asked EXPIRE_MAKER or EXPIRE_BOTH (NONE is
+# taken as this: the engine never lets an account trade with itself). Algo orders' too.
 STP_MODE: Final = "EXPIRE_TAKER"
 LIQUIDATION_TYPE: Final = "LIQUIDATION"
 MAX_CLOSED_ORDERS: Final = 10_000  # per account, besides its open orders
@@ -50,6 +51,7 @@ class OrderRecord:
     callback_rate_ppm: int = 0
     activation_price_ticks: int = 0
     algo_id: int = 0  # the algo order that placed it (0: none)
+    stp_mode: str = STP_MODE  # selfTradePreventionMode as it applied
 
     @property
     def remaining_lots(self) -> int:

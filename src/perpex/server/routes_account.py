@@ -312,6 +312,14 @@ async def margin_type(request: Request) -> Response:
     return reply(request, _SUCCESS)
 
 
+def _is_zero(amount: str) -> bool:
+    """A decimal text that is zero ("0", "0.000"); anything unreadable is the facade's -1013."""
+    try:
+        return Decimal(amount) == 0
+    except ArithmeticError:
+        return False
+
+
 @router.post("/fapi/v1/positionMargin")
 async def position_margin(request: Request) -> Response:
     call = await signed(request, 1)
@@ -325,6 +333,8 @@ async def position_margin(request: Request) -> Response:
         raise ApiError(-1130, "Data sent for parameter 'type' is not valid.")
     if amount.startswith("-"):
         raise ApiError(-1130, "Data sent for parameter 'amount' is not valid.")
+    if _is_zero(amount):
+        raise ApiError(-4055, "Amount must be positive.")
     signed_amount = amount if kind == 1 else "-" + amount
     assert symbol is not None
     await call.state.seq.call(

@@ -240,7 +240,8 @@ def symbol_info(spec: MarketSpec, onboard_ms: int, liquidation_fee_ppm: int) -> 
 def exchange_info(state: ServerState, ex: Exchange) -> dict[str, Any]:
     """GET /fapi/v1/exchangeInfo (a read job: the history gives the markets' opening time)."""
     limits = state.config.limits
-    onboard_ms = ms(state.market.first_ns or state.started_ns)
+    # Listed when its candles begin (a fresh server's history included), as Binance's is.
+    onboard_ms = ms(state.market.listed_ns or state.started_ns)
     fee_ppm = ex.engine.liquidator.config.clearance_fee_ppm
     margin_assets = sorted({_assets(symbol)[1] for symbol in state.specs})
     return {
@@ -296,7 +297,7 @@ async def depth(request: Request) -> Response:
         # One job: the book and the id of the last diff published agree (streams §6.2).
         bids, asks = ex.engine.market(symbol).book.depth(limit)
         return {
-            "lastUpdateId": hub.depth_update_id(symbol),
+            "lastUpdateId": hub.depth_snapshot_id(ex, symbol),
             "E": ms(wall_clock_ns()),
             "T": ms(ex.time_ns),
             "bids": [[price_ticks(spec, p), qty_lots(spec, q)] for p, q in bids],

@@ -198,9 +198,18 @@ async def new_batch(request: Request) -> Response:
 
 
 def _id_list(p: Params) -> tuple[list[int | None], list[str | None]]:
-    """orderIdList (JSON integers) or origClientOrderIdList (JSON strings), at most 10."""
-    if p.get("orderIdList") is not None:
-        raw_ids = batch_slots(p, "orderIdList", MAX_BATCH_CANCELS)
+    """orderIdList (JSON integers) or origClientOrderIdList (JSON strings), at most 10.
+
+    Also under the lower-case names `orderidlist` and `origclientorderidlist`, which ccxt's
+    cancel_orders sends (Binance takes both spellings)."""
+    ids_name = "orderIdList" if p.get("orderIdList") is not None else "orderidlist"
+    cids_name = (
+        "origClientOrderIdList"
+        if p.get("origClientOrderIdList") is not None
+        else "origclientorderidlist"
+    )
+    if p.get(ids_name) is not None:
+        raw_ids = batch_slots(p, ids_name, MAX_BATCH_CANCELS)
         ids: list[int | None] = []
         for raw in raw_ids:
             if isinstance(raw, bool) or not isinstance(raw, int | str):
@@ -210,13 +219,13 @@ def _id_list(p: Params) -> tuple[list[int | None], list[str | None]]:
                 raise ApiError(-1130, "Data sent for parameter 'orderIdList' is not valid.")
             ids.append(int(text))
         return ids, [None] * len(ids)
-    if p.get("origClientOrderIdList") is None:
+    if p.get(cids_name) is None:
         raise ApiError(
             -1102,
             "Param 'origClientOrderIdList' or 'orderIdList' must be sent, but both were "
             "empty/null!",
         )
-    raw_cids = batch_slots(p, "origClientOrderIdList", MAX_BATCH_CANCELS)
+    raw_cids = batch_slots(p, cids_name, MAX_BATCH_CANCELS)
     cids: list[str | None] = []
     for raw in raw_cids:
         if not isinstance(raw, str):

@@ -17,10 +17,12 @@ from decimal import Decimal
 from typing import Any
 
 from perpex.core.markets import MarketSpec
+from perpex.core.messages import Event, OrderAccepted, PlaceOrder, SelfTradePrevention
 from perpex.errors import ExchangeError
 from perpex.exchange import Exchange
-from perpex.journal import iter_events
+from perpex.journal import iter_commands
 from perpex.server.account_history import AccountHistory
+from perpex.server.backfill import BackfillStore
 from perpex.server.config import DEMO_ACCOUNT, ServerConfig
 from perpex.server.driver import MarketDriver
 from perpex.server.income_history import IncomeHistory
@@ -57,6 +59,15 @@ class ServerState:
         self.keys.close()
 
 
+def remember_stp_mode(accounts: AccountHistory, command: PlaceOrder, events: list[Event]) -> None:
+    """A journaled order placed with EXPIRE_MAKER or EXPIRE_BOTH: its mode, for its record."""
+    for e in events:
+        if type(e) is OrderAccepted and e.account == command.account:
+            mode = SelfTradePrevention(command.self_trade_prevention).name
+            accounts.stp_modes[(e.account, e.order_id)] = mode
+            return
+
+
 def open_state(config: ServerConfig, driver: MarketDriver | None = None) -> ServerState:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data_dir, 0o700)
@@ -65,13 +76,17 @@ def open_state(config: ServerConfig, driver: MarketDriver | None = None) -> Serv
     # The views first, from the whole journal; the markets are the ones the journal records.
     probe = Exchange(**options)  # compiles the markets the same way the journaled one will
     specs = dict(probe._specs)
-    market = MarketHistory(list(specs.values()))
+    # A fresh market's past (the driver's, kept in the data directory for the next start).
+    backfill = BackfillStore(config.data_dir / "history", driver)
+    market = MarketHistory(list(specs.values()), backfill=backfill.get)
     accounts = AccountHistory(list(specs.values()))
     income = IncomeHistory(list(specs.values()))
     sinks: list[EventSink] = [market, accounts, income]
     existed = journal.exists()
     if existed:
-        for events in iter_events(journal):
+        for command, events in iter_commands(journal):
+            if type(command) is PlaceOrder and command.self_trade_prevention:
+                remember_stp_mode(accounts, command, events)
             for sink in sinks:
                 sink.apply(events)
     accounts.live = True  # from now on it also queues the user stream's order updates

@@ -3,10 +3,11 @@
 `publish` runs after every committed batch, `on_timer` in the hub's timer job (a read job of
 the sequencer); both read one `Demand` (what is subscribed), turn the engine's events and state
 into messages, encode each once and return them; the hub hands them to the event loop. Trades
-and aggregate trades go out with the batch; diff depth waits for its 100 ms
-(`perpex.server.stream_depth`); liquidations (`forceOrder`) are throttled to the latest per
-symbol per second, as Binance does; the periodic streams are `perpex.server.stream_timer`'s and
-the user streams `perpex.server.stream_user`'s. Nothing here waits on a client.
+and aggregate trades go out with the batch; diff depth waits for its chain's period (100, 250
+or 500 ms: `perpex.server.stream_depth`); liquidations (`forceOrder`) are throttled to the
+latest per symbol per second, as Binance does; the periodic streams are
+`perpex.server.stream_timer`'s and the user streams `perpex.server.stream_user`'s. Nothing
+here waits on a client.
 
 Units: prices in ticks, sizes in lots as the engine has them; times on the wire in ms.
 """
@@ -54,7 +55,7 @@ from perpex.server.stream_demand import (
     json_text,
     wall_clock_ms,
 )
-from perpex.server.stream_depth import DEPTH_EVERY_NS, DepthChain
+from perpex.server.stream_depth import DepthChain
 from perpex.server.stream_payloads import ForceOrder
 from perpex.server.stream_timer import PeriodicStreams
 from perpex.server.stream_user import UserStreams
@@ -146,8 +147,9 @@ class StreamPublisher:
         if self._force:
             self._flush_force(demand, now_ms, out)
         next_ms = self.periodic.push_due(ex, demand, now_ms, tx_ms, mono_ms, out)
-        if self.depth.pending:
-            next_ms = min(next_ms, mono_ms + DEPTH_EVERY_NS // NS_PER_MS)
+        depth_due_ns = self.depth.next_due_ns() if self.depth.pending else None
+        if depth_due_ns is not None:
+            next_ms = min(next_ms, max(depth_due_ns // NS_PER_MS, mono_ms + 1))
         if self.force_pending:
             next_ms = min(next_ms, mono_ms + FORCE_ORDER_EVERY_MS // 4)
         return out, next_ms / 1000

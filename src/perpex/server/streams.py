@@ -301,6 +301,11 @@ class StreamHub:
         return account in self._demand.accounts  # [writer]
 
     # -- the writer thread -----------------------------------------------------------------------
+    def depth_snapshot_id(self, ex: Exchange, symbol: str) -> int:
+        """REST depth's lastUpdateId for the book as it is now [writer; the same job as the
+        book is read] (`perpex.server.stream_depth.DepthChain.snapshot_id`)."""
+        return self.publisher.depth.snapshot_id(ex, symbol, self._demand)
+
     def depth_update_id(self, symbol: str) -> int:
         """`u` of the last depthUpdate published for `symbol` (REST depth's lastUpdateId)."""
         return self.publisher.depth.update_id(symbol)

@@ -27,6 +27,9 @@ CONDITIONAL_TYPES: Final = frozenset(
 )
 RESPONSE_TYPES: Final = frozenset({"ACK", "RESULT"})
 STP_MODES: Final = frozenset({"NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"})
+# The modes the engine acts on besides its default (EXPIRE_TAKER, which NONE also gets: no
+# account trades with itself here).
+OTHER_STP_MODES: Final = frozenset({"EXPIRE_MAKER", "EXPIRE_BOTH"})
 CLIENT_ID_PATTERN: Final = r"^[\.A-Z\:/a-z0-9_-]{1,36}$"
 CLIENT_ID_RE: Final = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 MAX_BATCH_ORDERS: Final = 5  # POST batchOrders (Binance's limit)
@@ -64,6 +67,7 @@ class OrderArgs:
     callback_rate: str | None
     activation_price: str | None
     response_type: str  # ACK or RESULT
+    stp_mode: str = "EXPIRE_TAKER"  # selfTradePreventionMode as the engine applies it
 
     @property
     def conditional(self) -> bool:
@@ -84,6 +88,7 @@ class OrderArgs:
             "callback_rate": self.callback_rate,
             "activation_price": self.activation_price,
             "close_position": self.close_position,
+            "self_trade_prevention": self.stp_mode,
         }
 
 
@@ -98,8 +103,9 @@ def client_id(p: Params, name: str) -> str | None:
     return value
 
 
-def _common(p: Params) -> None:
-    """What both order endpoints accept and this exchange does not act on."""
+def _common(p: Params) -> str:
+    """What both order endpoints accept and this exchange does not act on; the self-trade
+    prevention mode the engine applies (NONE and none sent: EXPIRE_TAKER)."""
     side = p.get("positionSide")
     if side is not None and side != "BOTH":
         raise ApiError(*WRONG_POSITION_SIDE)
@@ -107,8 +113,9 @@ def _common(p: Params) -> None:
     if match is not None and match != "NONE":
         # The price is always the client's: an order priced by the book is not offered.
         raise not_required("priceMatch")
-    p.choice("selfTradePreventionMode", STP_MODES)  # accepted; the engine expires the taker
+    stp = p.choice("selfTradePreventionMode", STP_MODES)
     p.boolean("priceProtect")  # accepted; triggers are not price-protected here
+    return stp if stp in OTHER_STP_MODES else "EXPIRE_TAKER"
 
 
 def order_args(p: Params) -> OrderArgs:
@@ -118,7 +125,7 @@ def order_args(p: Params) -> OrderArgs:
     symbol = p.require("symbol")
     side = p.require("side")
     order_type = p.require("type")
-    _common(p)
+    stp = _common(p)
     tif = p.get("timeInForce") or "GTC"
     return OrderArgs(
         symbol=symbol,
@@ -135,6 +142,7 @@ def order_args(p: Params) -> OrderArgs:
         callback_rate=p.get("callbackRate"),
         activation_price=p.get("activationPrice"),
         response_type=p.choice("newOrderRespType", RESPONSE_TYPES) or "ACK",
+        stp_mode=stp,
     )
 
 
@@ -149,7 +157,7 @@ def algo_args(p: Params) -> OrderArgs:
     order_type = p.require("type")
     if order_type in PLAIN_TYPES:
         raise ApiError(-1116, "Invalid orderType.")
-    _common(p)
+    stp = _common(p)
     return OrderArgs(
         symbol=symbol,
         side=side,
@@ -165,6 +173,7 @@ def algo_args(p: Params) -> OrderArgs:
         callback_rate=p.get("callbackRate"),
         activation_price=p.get("activatePrice"),
         response_type=p.choice("newOrderRespType", RESPONSE_TYPES) or "ACK",
+        stp_mode=stp,
     )
 
 

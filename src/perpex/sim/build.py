@@ -20,28 +20,32 @@ from typing import Any, Final
 
 import numpy as np
 
+from perpex.core.funding import format_utc
 from perpex.core.funding_config import FundingConfig
 from perpex.core.liquidation_config import LiquidationConfig
-from perpex.core.markets import Bracket, Market
+from perpex.core.markets import Bracket, Market, MarketSpec
 from perpex.core.units import PPM
 from perpex.defaults import brackets_of, default_markets
 from perpex.exchange import Exchange, Token
 from perpex.history import load_funding_schedule
 from perpex.parse import start_time_ns
 from perpex.sim import shocks as shock_kinds
-from perpex.sim.agents.base import Agent
+from perpex.sim.agents.base import Agent, Dist
 from perpex.sim.agents.desk import OpeningDesk
 from perpex.sim.agents.makers import MarketMakers
-from perpex.sim.agents.strategy import Strategy, StrategyAgent, load_strategy
+from perpex.sim.agents.strategy import Strategy, StrategyAgent, load_strategy, make_strategy
 from perpex.sim.agents.takers import MomentumTakers, NoiseTakers
 from perpex.sim.agents.traders import LeveragedTraders
 from perpex.sim.agents.whale import Whale
-from perpex.sim.data import load_candles
+from perpex.sim.candles import Candles
+from perpex.sim.data import DataError, load_candles
 from perpex.sim.paths import PricePath, gbm, intrabar_path, merton, pattern, regime_switch
 from perpex.sim.scenario_model import Scenario
+from perpex.sim.scenario_schema import ScenarioError
 
 NS_PER_SECOND: Final = 1_000_000_000
 MAX_SCALED_MMR: Final = Decimal("0.5")
+WINDOW_BOUND_NS: Final = 2**62  # an open end of a scenario's [data] window
 # Frictionless funding: no interest and every rate clamped to 0, so no settlement moves money.
 ZERO_FUNDING: Final = FundingConfig(interest_rate_e8=0, cap_e8=0, floor_e8=0)
 
@@ -104,15 +108,14 @@ def build_path(scenario: Scenario, seed: int, data: str | None = None) -> PriceP
     spec = compile_market(build_market(scenario))
     if scenario.data is not None:
         d = scenario.data
-        start = d.start or None
-        end = d.end or None
-        kwargs: dict[str, Any] = {}
-        if start is not None:
-            kwargs["start"] = start
-        if end is not None:
-            kwargs["end"] = end
-        candles = load_candles(data or d.candles, spec, **kwargs)
-        mark = load_candles(d.mark, spec, off_tick="round", **kwargs) if d.mark else None
+        start_ns = start_time_ns(d.start) if d.start else -WINDOW_BOUND_NS
+        end_ns = start_time_ns(d.end) if d.end else WINDOW_BOUND_NS
+        source = data or d.candles
+        candles = _window(load_candles(source, spec), source, start_ns, end_ns)
+        mark = None
+        if d.mark:
+            mark = _window(load_candles(d.mark, spec, off_tick="round"), d.mark, start_ns, end_ns)
+            _check_mark_matches(candles, mark, source, d.mark)
         path = intrabar_path(
             candles,
             steps_per_candle=d.steps_per_candle,
@@ -143,17 +146,74 @@ def build_path(scenario: Scenario, seed: int, data: str | None = None) -> PriceP
                 p.p_storm_to_calm, p.drift, **common,
             )  # fmt: skip
     start_ns = path.start_ns
-    for shock in scenario.shocks:
+    for i, shock in enumerate(scenario.shocks):
         at = _at_ns(shock.at, start_ns)
-        if shock.kind == "drop":
-            path = shock_kinds.drop(path, at, shock.percent, round(shock.minutes * 60e9))
-        elif shock.kind == "pump":
-            path = shock_kinds.pump(path, at, shock.percent, round(shock.minutes * 60e9))
-        elif shock.kind == "liquidity_gap":
-            path = shock_kinds.liquidity_gap(path, at, round(shock.seconds * 1e9))
-        else:
-            path = shock_kinds.divergence(path, at, round(shock.seconds * 1e9), shock.percent)
+        minutes = shock.kind in ("drop", "pump")  # their length is in minutes, the rest seconds
+        long_ns = round(shock.minutes * 60e9 if minutes else shock.seconds * 1e9)
+        _check_shock_inside(f"{scenario.name}: shocks[{i}]", at, long_ns, path)
+        try:
+            if shock.kind == "drop":
+                path = shock_kinds.drop(path, at, shock.percent, long_ns)
+            elif shock.kind == "pump":
+                path = shock_kinds.pump(path, at, shock.percent, long_ns)
+            elif shock.kind == "liquidity_gap":
+                path = shock_kinds.liquidity_gap(path, at, long_ns)
+            else:
+                path = shock_kinds.divergence(path, at, long_ns, shock.percent)
+        except ValueError as exc:  # e.g. a window shorter than one step of the path
+            raise ScenarioError(f"{scenario.name}: shocks[{i}]: {exc}") from None
     return path
+
+
+def _check_shock_inside(key: str, at_ns: int, long_ns: int, path: PricePath) -> None:
+    """A shock starts inside the path and ends by its end: else a ScenarioError naming the
+    shock and the times in UTC (a shortened ``path.steps`` or ``data.end`` can cut it off)."""
+    span = f"the path runs from {format_utc(path.start_ns)} to {format_utc(path.end_ns)}"
+    if not path.start_ns <= at_ns < path.end_ns:
+        raise ScenarioError(f"{key}.at: {format_utc(at_ns)} is outside the path: {span}")
+    if at_ns + long_ns > path.end_ns:
+        raise ScenarioError(
+            f"{key}: it ends at {format_utc(at_ns + long_ns)}, after the path: {span} "
+            "(shorten the shock or lengthen path.steps / data.end)"
+        )
+
+
+def _window(candles: Candles, source: str, start_ns: int, end_ns: int) -> Candles:
+    """The candles opening in [start_ns, end_ns); DataError if none do (a window outside the
+    data), saying what the data covers."""
+    window = candles.between(start_ns, end_ns)
+    if len(window) == 0:
+        covers = "no candles"
+        if len(candles):
+            covers = (
+                f"candles from {format_utc(int(candles.time_ns[0]))} to "
+                f"{format_utc(int(candles.time_ns[-1]))}"
+            )
+        start = format_utc(start_ns) if start_ns > -WINDOW_BOUND_NS else "the start"
+        end = format_utc(end_ns) if end_ns < WINDOW_BOUND_NS else "the end"
+        raise DataError(
+            f"{source}: no candle opens in the scenario's window [{start}, {end}) "
+            f"(data.start, data.end); it has {covers}"
+        )
+    return window
+
+
+def _check_mark_matches(candles: Candles, mark: Candles, source: str, mark_name: str) -> None:
+    """The mark series must have a candle at the time of every price candle in the window (a
+    user's ``--data`` at another interval, or a window the mark series does not cover, does
+    not): else a DataError that says how to let the exchange compute the mark instead."""
+    same = mark.interval_ns == candles.interval_ns and bool(
+        np.array_equal(mark.time_ns, candles.time_ns)
+    )
+    if same:
+        return
+    where = f"{len(candles)} candles of {candles.interval_ns // NS_PER_SECOND} s"
+    theirs = f"{len(mark)} of {mark.interval_ns // NS_PER_SECOND} s"
+    raise DataError(
+        f"{source}: the scenario's mark series {mark_name} does not line up with these candles "
+        f"in the window ({where}, the mark {theirs}); add --set data.mark='' to let the "
+        "exchange compute the mark from the index"
+    )
 
 
 def fed_index(path: PricePath) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -237,8 +297,21 @@ def strategy_instance(
     if isinstance(strategy, str):
         strategy = load_strategy(strategy)
     if isinstance(strategy, type):
-        return strategy()
+        return make_strategy(strategy)
     return strategy
+
+
+def _check_leverage_reachable(origin: str, leverage: Dist, spec: MarketSpec) -> None:
+    """The traders cap a drawn leverage at what the brackets allow; a distribution whose every
+    draw is above the market's top leverage is a mistake (``--set agents.traders.leverage=500``
+    would run as 125x without a word), refused naming the key."""
+    lowest = leverage.bounds()[0]
+    if lowest > spec.max_leverage:
+        raise ScenarioError(
+            f"{origin}: agents.traders.leverage: every draw ({lowest:g}x or more) is above the "
+            f"market's top leverage {spec.max_leverage}x (exchange.brackets, "
+            "exchange.mmr_multiplier)"
+        )
 
 
 def build_agents(
@@ -253,6 +326,8 @@ def build_agents(
     others: list[Agent] = []
     traders = None
     if a.traders is not None:
+        spec = ex.engine.state.markets[symbol].spec
+        _check_leverage_reachable(scenario.name, a.traders.leverage, spec)
         traders = LeveragedTraders(a.traders, symbol, len(path))
         if a.traders.opening_desk:
             others.append(OpeningDesk(symbol, traders))  # before the traders: it rests first

@@ -109,7 +109,7 @@ def simulate(
     data: str | None,
     as_json: bool,
 ) -> None:
-    from perpex.sim.agents.strategy import load_strategy
+    from perpex.sim.agents.strategy import StrategyError, load_strategy
     from perpex.sim.data import DataError
     from perpex.sim.runner import run
     from perpex.sim.scenario import ScenarioError, load_scenario, parse_set, with_overrides
@@ -128,8 +128,13 @@ def simulate(
         return
     out_dir = Path(out) if out is not None else Path("perpex-runs") / f"{scenario.name}-seed{seed}"
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission
+        reason = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+        fail(f"--out {out_dir}: cannot make the run directory: {reason}")
+    try:
         result = run(scenario, seed, strategy_cls, out_dir, progress=True, data=data)
-    except (DataError, ScenarioError) as exc:
+    except (DataError, ScenarioError, StrategyError) as exc:
         fail(str(exc))
         return
     if as_json:

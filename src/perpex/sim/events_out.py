@@ -1,22 +1,27 @@
-"""A run's record on disk, for notebooks and for `perpex report RUN_DIR`.
+"""A run's event log on disk: everything `perpex report` and a notebook need, in one directory.
 
-Layout of a run directory (read back by `perpex.report`, which needs nothing else):
+A run directory holds ``report.html`` and ``events/``, the event log; the log alone rebuilds the
+report (``cp -r RUN/events /elsewhere/x && perpex report /elsewhere/x``). In ``events/``:
 
-- ``events/<EventKind>.parquet``: every engine event of the run, one file per event class
+- ``<EventKind>.parquet``: every engine event of the run, one file per event class
   (``TradeExecuted``, ``LiquidationTriggered``, ...), columns ``seq`` (the event's number in
   the run), ``step``, ``time_ns`` (the step's time) and then the event's own fields by name,
   in integer units (enums as their integer values, tuples as lists); an event field with one
   of those three names is ``event_<name>`` (the funding events' own ``time_ns``). Streamed:
   rows are buffered per kind and written in row groups of `BATCH_ROWS`, so memory stays flat
   on a long run.
-- ``samples.parquet``: one row per path step (prices, open interest, the fund, depth near the
-  mid, funding, the strategy's equity), see `SAMPLE_COLUMNS`.
-- ``entries.parquet``: one row per leveraged trader's entry (liquidation distance by leverage).
-- ``stops.parquet``: one row per stop order that fired and filled (slippage).
-- ``tokens.parquet`` (only in a run with leveraged tokens): one row per path step, the static
-  position's equity and each token's NAV, leverage and pool position at the end of the step,
-  see `token_columns`.
-- ``meta.json``: the scenario, seed, market units and the summary.
+- the simulator's own tables, in lower case (an event class is CamelCase, so they never meet):
+  ``samples.parquet``, one row per path step (prices, open interest, the fund, depth within 1 %
+  of the mid, funding, the strategy's equity), see `SAMPLE_COLUMNS`; ``entries.parquet``, one
+  row per leveraged trader's entry (liquidation distance by leverage); ``stops.parquet``, one
+  row per stop order that fired and filled (slippage); ``tokens.parquet`` (only in a run with
+  leveraged tokens), one row per path step: the static position's equity and each token's
+  NAV, leverage and pool position at the end of the step, see `token_columns`. They are
+  bounded by the path and the population (the runner holds them for the summary anyway) and
+  written at the end.
+- ``meta.json``, written last (a log without it is a run that did not finish): the scenario,
+  seed, market units, the summary, and ``files``: every table above with its row count, so a
+  reader refuses a log that lost a table instead of drawing a different report.
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ import pyarrow.parquet as pq
 from perpex.core.messages import Event
 
 BATCH_ROWS: Final = 65_536
+EVENTS_DIR: Final = "events"  # the log's directory in a run directory
+META_FILE: Final = "meta.json"
+SAMPLES_TABLE: Final = "samples"
+ENTRIES_TABLE: Final = "entries"
+STOPS_TABLE: Final = "stops"
+TOKENS_TABLE: Final = "tokens"
 
 SAMPLE_COLUMNS: Final[tuple[tuple[str, Any], ...]] = (
     ("step", pa.int64()),
@@ -133,6 +144,7 @@ class _KindTable:
         )
         self.path = path
         self.rows: list[tuple[Any, ...]] = []
+        self.count = 0  # rows written so far
         self.writer: pq.ParquetWriter | None = None
 
     def flush(self) -> None:
@@ -149,6 +161,7 @@ class _KindTable:
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
         self.writer.write_batch(batch)
+        self.count += len(self.rows)
         self.rows.clear()
 
     def close(self) -> None:
@@ -158,15 +171,19 @@ class _KindTable:
 
 
 class EventWriter:
-    """Streams a run's events to ``<dir>/events/<Kind>.parquet``."""
+    """Streams a run's events to ``<run>/events/<Kind>.parquet``, then takes the simulator's
+    tables (`table`) and meta.json (`finish`, last) into the same directory."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.dir = run_dir / "events"
+        self.dir = run_dir / EVENTS_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
-        for old in self.dir.glob("*.parquet"):  # a rerun into the same directory starts clean
+        # a rerun into the same directory starts clean (meta.json first: the log is unfinished)
+        (self.dir / META_FILE).unlink(missing_ok=True)
+        for old in self.dir.glob("*.parquet"):
             old.unlink()
         self._tables: dict[type, _KindTable] = {}
         self.seq = 0
+        self.rows_by_file: dict[str, int] = {}  # meta.json's ``files``
 
     def write(self, step: int, time_ns: int, events: Sequence[Event]) -> None:
         tables = self._tables
@@ -176,6 +193,7 @@ class EventWriter:
             cls = type(event)
             table = tables.get(cls)
             if table is None:
+                assert cls.__name__[:1].isupper(), cls  # never a simulator table's name
                 table = tables[cls] = _KindTable(self.dir / f"{cls.__name__}.parquet", cls)
             table.rows.append((seq, step, time_ns, *astuple(event)))
             seq += 1
@@ -184,14 +202,29 @@ class EventWriter:
         self.seq = seq
 
     def close(self) -> None:
+        """The event tables' last batches; each file's rows go to meta.json's ``files``."""
         for table in self._tables.values():
             table.close()
+            self.rows_by_file[table.path.name] = table.count
+
+    def table(self, name: str, columns: tuple[tuple[str, Any], ...], rows: Sequence[Any]) -> None:
+        """One of the simulator's tables (`SAMPLES_TABLE`, ...) into the log, at once."""
+        path = self.dir / f"{name}.parquet"
+        write_table(path, columns, rows)
+        self.rows_by_file[path.name] = len(rows)
+
+    def finish(self, meta: Mapping[str, Any]) -> Path:
+        """meta.json with ``files`` (every table written and its rows), last: only a complete
+        log has one. Returns its path."""
+        path = self.dir / META_FILE
+        write_meta(path, {**meta, "files": dict(sorted(self.rows_by_file.items()))})
+        return path
 
 
 def write_table(
     path: Path, columns: tuple[tuple[str, Any], ...], rows: Sequence[Sequence[Any]]
 ) -> None:
-    """A small table written at once (samples, entries, stops)."""
+    """A small table written at once (samples, entries, stops, tokens)."""
     schema = pa.schema(list(columns))
     data: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in columns]
     arrays = [pa.array(list(col), type=t) for col, (_, t) in zip(data, columns, strict=True)]
@@ -204,9 +237,15 @@ def write_meta(path: Path, meta: Mapping[str, Any]) -> None:
 
 __all__ = [
     "BATCH_ROWS",
+    "ENTRIES_TABLE",
     "ENTRY_COLUMNS",
+    "EVENTS_DIR",
+    "META_FILE",
+    "SAMPLES_TABLE",
     "SAMPLE_COLUMNS",
+    "STOPS_TABLE",
     "STOP_COLUMNS",
+    "TOKENS_TABLE",
     "EventWriter",
     "token_columns",
     "write_meta",

@@ -15,6 +15,10 @@ seed give the same events and the same state hash):
 5. every agent observes the step's events; the metrics count them and the writer streams them
    to Parquet; one row of samples is kept.
 
+With `out`, the run writes its event log, ``out/events/``: the engine's events streamed in
+batches, then the samples, entries, stops (and tokens) and meta.json, so that directory alone
+rebuilds the report (`perpex.sim.events_out`); ``out/report.html`` is built from it.
+
 The market, path, exchange and agents are built from the scenario in `perpex.sim.build`; the
 index fed to the exchange is `build.fed_index` (a shock's index, else the real mark series,
 else the path's price).
@@ -45,13 +49,16 @@ from perpex.sim.agents.base import Agent
 from perpex.sim.agents.strategy import Strategy, StrategyAgent
 from perpex.sim.build import build_agents, build_exchange, build_path, fed_index, strategy_instance
 from perpex.sim.events_out import (
+    ENTRIES_TABLE,
     ENTRY_COLUMNS,
+    EVENTS_DIR,
     SAMPLE_COLUMNS,
+    SAMPLES_TABLE,
     STOP_COLUMNS,
+    STOPS_TABLE,
+    TOKENS_TABLE,
     EventWriter,
     token_columns,
-    write_meta,
-    write_table,
 )
 from perpex.sim.metrics import RunMetrics, btc, ratio_pct, usdt
 from perpex.sim.scenario_model import Scenario
@@ -112,7 +119,9 @@ def run(
     check_invariants: bool = False,
     on_step: Callable[[int, list[Event]], None] | None = None,
 ) -> SimResult:
-    """Run `scenario` with `seed`; write events, samples and the report to `out` (if given).
+    """Run `scenario` with `seed`; write the event log and the report to `out` (if given):
+    ``out/events/`` (the engine's events, the samples, entries, stops, tokens and meta.json;
+    see `perpex.sim.events_out`) and ``out/report.html``, built from that log alone.
 
     `data` replaces a replay's candles with a file of the user's (the CLI's ``--data``).
     `check_invariants` submits the agents' commands one at a time and checks the exchange's
@@ -140,6 +149,7 @@ def run(
     writer = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        clear_run_dir(out_dir)  # a previous run's files (its tokens table) must not outlive it
         writer = EventWriter(out_dir)
     samples = _Samples(n)
     market = ex.engine.state.markets[symbol]
@@ -252,18 +262,21 @@ def run(
     report_path = None
     events_path = None
     if out_dir is not None and writer is not None:
+        # The event log holds all the report needs: the engine's events, then the simulator's
+        # own tables (the depth chart's samples cannot be had from the events without
+        # replaying the book), then meta.json, last.
         writer.close()
         events_path = writer.dir
-        write_table(out_dir / "samples.parquet", SAMPLE_COLUMNS, samples.rows())
+        writer.table(SAMPLES_TABLE, SAMPLE_COLUMNS, samples.rows())
         entries = traders.entries if traders is not None else []
-        write_table(
-            out_dir / "entries.parquet",
+        writer.table(
+            ENTRIES_TABLE,
             ENTRY_COLUMNS,
             [tuple(getattr(e, name) for name, _ in ENTRY_COLUMNS) for e in entries],
         )
-        write_table(out_dir / "stops.parquet", STOP_COLUMNS, metrics.stop_rows)
+        writer.table(STOPS_TABLE, STOP_COLUMNS, metrics.stop_rows)
         if desk is not None:
-            write_table(out_dir / "tokens.parquet", token_columns(desk.names), desk.rows(samples))
+            writer.table(TOKENS_TABLE, token_columns(desk.names), desk.rows(samples))
         meta: dict[str, Any] = {
             "scenario": scenario.name,
             "question": scenario.question,
@@ -285,14 +298,12 @@ def run(
         }
         if desk is not None:  # the report's tokens section reads the setting here
             meta["tokens"] = desk.setting()
-        write_meta(out_dir / "meta.json", meta)
+        writer.finish(meta)
         if report:
             from perpex.report import build_report
 
             report_path = build_report(out_dir)
-    return SimResult(
-        summary, out_dir, events_path, report_path, time.perf_counter() - wall_start
-    )
+    return SimResult(summary, out_dir, events_path, report_path, time.perf_counter() - wall_start)
 
 
 def _summary(
@@ -349,9 +360,7 @@ def _summary(
         "open_interest_end": btc(int(oi[-1]), spec.step_size) if len(oi) else 0.0,
         "accounts_below_zero": below,
         "last_price_low": float(spec.price_to_decimal(int(traded.min()))) if len(traded) else 0.0,
-        "last_price_high": float(spec.price_to_decimal(int(traded.max())))
-        if len(traded)
-        else 0.0,
+        "last_price_high": float(spec.price_to_decimal(int(traded.max()))) if len(traded) else 0.0,
         "mark_price_low": float(spec.price_to_decimal(int(samples.columns["mark_ticks"].min()))),
         "traded_notional": usdt(m.traded_notional_atoms),
         "strategy_pnl": 0.0,
@@ -417,11 +426,12 @@ class _Progress:
 
 
 def clear_run_dir(path: Path) -> None:
-    """Remove a previous run's files from `path` (only the files a run writes)."""
+    """Remove a previous run's files from `path` (only the files a run writes: its event log
+    and report, and the tables an older run kept beside its log)."""
     for name in ("samples.parquet", "entries.parquet", "stops.parquet", "tokens.parquet",
                  "meta.json", "report.html"):  # fmt: skip
         (path / name).unlink(missing_ok=True)
-    shutil.rmtree(path / "events", ignore_errors=True)
+    shutil.rmtree(path / EVENTS_DIR, ignore_errors=True)
 
 
 __all__ = ["SimResult", "clear_run_dir", "run"]

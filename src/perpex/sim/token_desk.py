@@ -4,7 +4,7 @@ yardstick position, the frictionless deep book, and the tokens' samples and summ
 In the first step, once the makers have quoted and the index is out, a holder creates each
 token with `hold` USDT through `Exchange.submit` (the pools buy their exposure through the book)
 and a second account opens the static yardstick position (`TokenDesk.setup`); each step samples
-every token's NAV (``tokens.parquet``) and the summary gains a ``tokens`` object. With
+every token's NAV (``events/tokens.parquet``) and the summary gains a ``tokens`` object. With
 `frictionless` a deep book quotes the index one tick either side before the makers (`DeepBook`),
 so the pools rebalance at the mark: the runs reproduce §6.3's arithmetic.
 """

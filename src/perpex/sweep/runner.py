@@ -50,7 +50,16 @@ from perpex.sweep.results import (
     write_meta,
     write_parquet,
 )
-from perpex.sweep.spec import GridPoint, SweepSpec, Task, grid, load_sweep, scenario_for, tasks
+from perpex.sweep.spec import (
+    GridPoint,
+    SweepError,
+    SweepSpec,
+    Task,
+    grid,
+    load_sweep,
+    scenario_for,
+    tasks,
+)
 
 BACKENDS: Final = ("local", "ray")
 TEST_BACKENDS: Final = ("inline",)  # tasks in this process, one at a time (tests, debugging)
@@ -262,7 +271,11 @@ def run_sweep(
     points = grid(spec)
     all_tasks = tasks(spec)
     meta = sweep_meta(spec, len(points), len(all_tasks))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission
+        reason = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+        raise SweepError(f"--out {out_dir}: cannot make the results directory: {reason}") from None
     if resume:
         check_meta(out_dir, meta)
         rows = read_log(out_dir, all_tasks)

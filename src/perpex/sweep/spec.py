@@ -71,6 +71,8 @@ _TOP_KEYS: Final = (
 )  # fmt: skip
 _PARAMETER_KEYS: Final = ("key", "values", "range", "labels")
 _RANGE_KEYS: Final = ("start", "stop", "num", "step")
+_PATH_KEYS: Final = ("data.", "path.", "shocks")  # keys that change the price path
+MAX_PATH_CHECKS: Final = 1_000  # path builds a sweep's load may make (each a few ms)
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _BASE_MARK: Final = "[base]"  # `scenario` and `scenario_path` of a sweep with a [base] table
 
@@ -248,10 +250,35 @@ def _read(raw: Mapping[str, Any], source: str, directory: Path) -> SweepSpec:
                 raise Invalid(
                     f"{where}.values[{j}]", _scenario_reason(exc, with_set.source)
                 ) from None
+    _check_paths(with_set, parameters)
     return SweepSpec(
         name, question, scenario, scenario_path, seeds, float(target), metrics, fixed,
         parameters, source, base,
     )  # fmt: skip
+
+
+def _check_paths(with_set: Scenario, parameters: tuple[Parameter, ...]) -> None:
+    """Every price path the grid asks for can be built (its data window holds candles, its
+    shocks lie inside it): else one line naming the [set] or the values, before any task runs,
+    instead of every task of those points failing alike. One build per combination of the
+    parameters that change the path (none: the [set] alone); a grid with more than
+    `MAX_PATH_CHECKS` of them is left to its tasks."""
+    from perpex.sim.build import build_path
+    from perpex.sim.data import DataError
+
+    varying = [(i, p) for i, p in enumerate(parameters) if p.key.startswith(_PATH_KEYS)]
+    if math.prod(len(p.values) for _, p in varying) > MAX_PATH_CHECKS:
+        return
+    for picks in itertools.product(*(range(len(p.values)) for _, p in varying)):
+        chosen = [(i, p, j) for (i, p), j in zip(varying, picks, strict=True)]
+        where = ", ".join(f"parameters[{i}].values[{j}]" for i, _, j in chosen) or "set"
+        try:
+            scenario = with_overrides(with_set, {p.key: p.values[j] for _, p, j in chosen})
+            build_path(scenario, 0)
+        except ScenarioError as exc:
+            raise Invalid(where, _scenario_reason(exc, with_set.name)) from None
+        except DataError as exc:
+            raise Invalid(where, str(exc)) from None
 
 
 def _text(raw: Mapping[str, Any], key: str) -> str:

@@ -79,6 +79,17 @@ class Dist:
                 f"kind {self.kind!r}: use fixed, uniform, loguniform, lognormal or choice"
             )
 
+    def bounds(self) -> tuple[float, float]:
+        """The smallest and largest value a draw can take (`math.inf` for no cap). A lognormal
+        draw is always > 0: its lower bound is max(low, 0), and 0 itself is never drawn."""
+        if self.kind == "fixed":
+            return self.value, self.value
+        if self.kind in ("uniform", "loguniform"):
+            return self.low, self.high
+        if self.kind == "lognormal":
+            return max(self.low, 0.0), self.high if self.high else math.inf
+        return min(self.values), max(self.values)
+
     def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
         """`n` draws as float64."""
         if self.kind == "fixed":
@@ -132,6 +143,7 @@ class World(Protocol):
     def depth(self, levels: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """(bids, asks) as (price_ticks, qty_lots), best first."""
         ...
+
     def position(self, account: str) -> Position: ...
     def liquidation_price_ticks(self, account: str) -> int | None:
         """The account's liquidation price rounded to a tick (None if flat or none)."""

@@ -10,6 +10,7 @@ unless a name says otherwise.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,6 +32,26 @@ def _share(name: str, value: float) -> None:
 def _count(name: str, value: int, low: int = 0) -> None:
     if not low <= value <= MAX_AGENTS:
         raise ValueError(f"{name} must be in [{low}, {MAX_AGENTS}], got {value}")
+
+
+def _dist_in(
+    name: str, dist: Dist, low: float, high: float = math.inf, *, above_low: bool = False
+) -> None:
+    """Every value the scenario wrote for `dist` lies in [low, high] ((low, high] with
+    `above_low`): a fixed value, a uniform's bounds, a choice's values, a lognormal's `low` and
+    `high` when given. A distribution that can draw a negative margin or a leverage of 0 is
+    refused, not clipped; the open tails of a lognormal are the agents' to clip."""
+    lo, hi = dist.bounds()
+    check_lo = dist.kind != "lognormal" or dist.low != 0
+    check_hi = dist.kind != "lognormal" or dist.high != 0
+    lo_ok = not check_lo or lo > low or (lo == low and not above_low)
+    if not (lo_ok and (not check_hi or hi <= high)):
+        opening = "(" if above_low else "["
+        upper = "inf)" if math.isinf(high) else f"{high:g}]"
+        shown = f"{lo:g}" if lo == hi else f"{lo:g} to {hi:g}"
+        raise ValueError(
+            f"{name} must draw values in {opening}{low:g}, {upper}, it can draw {shown}"
+        )
 
 
 @dataclass(frozen=True)
@@ -135,6 +156,13 @@ class TraderConfig:
 
     def __post_init__(self) -> None:
         _count("count", self.count)
+        _dist_in("margin", self.margin, 0.0, above_low=True)
+        # Never below 1x; a draw above what the market's brackets allow is capped (the tail of
+        # a lognormal is), and `perpex.sim.build` refuses one whose every draw would be.
+        _dist_in("leverage", self.leverage, 1.0)
+        _dist_in("stop_distance", self.stop_distance, 0.0, 0.9, above_low=True)
+        _dist_in("hold_steps", self.hold_steps, 0.0)
+        _dist_in("reenter_delay", self.reenter_delay, 0.0)
         for name in ("long_share", "isolated_share", "stop_share", "ladder_share"):
             _share(name, getattr(self, name))
         if self.stop_share + self.ladder_share > 1.0:
@@ -164,8 +192,9 @@ class MomentumConfig:
     lookback: int = 10
     threshold: float = 0.005
     activity: float = 0.2
-    size_btc: Dist = field(default_factory=lambda: Dist("lognormal", median=0.5, sigma=0.8,
-                                                        low=0.001, high=20.0))
+    size_btc: Dist = field(
+        default_factory=lambda: Dist("lognormal", median=0.5, sigma=0.8, low=0.001, high=20.0)
+    )
     hold_steps: int = 30
 
     def __post_init__(self) -> None:
@@ -177,6 +206,7 @@ class MomentumConfig:
             raise ValueError("lookback must be in [1, 10000]")
         _positive("threshold", self.threshold)
         _share("activity", self.activity)
+        _dist_in("size_btc", self.size_btc, 0.0, above_low=True)
         if not 1 <= self.hold_steps <= 1_000_000:
             raise ValueError("hold_steps must be in [1, 1000000]")
 
@@ -193,8 +223,9 @@ class NoiseConfig:
     leverage: int = 5
     activity: float = 0.2
     pull: float = 0.8
-    size_btc: Dist = field(default_factory=lambda: Dist("lognormal", median=0.05, sigma=1.0,
-                                                        low=0.001, high=5.0))
+    size_btc: Dist = field(
+        default_factory=lambda: Dist("lognormal", median=0.05, sigma=1.0, low=0.001, high=5.0)
+    )
     max_position_btc: float = 5.0
 
     def __post_init__(self) -> None:
@@ -204,6 +235,7 @@ class NoiseConfig:
             raise ValueError(f"leverage must be in [1, 125], got {self.leverage}")
         _share("activity", self.activity)
         _share("pull", self.pull)
+        _dist_in("size_btc", self.size_btc, 0.0, above_low=True)
         _positive("max_position_btc", self.max_position_btc)
 
 

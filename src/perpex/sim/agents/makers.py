@@ -46,6 +46,7 @@ import statistics
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from math import ceil, floor
 
 import numpy as np
 
@@ -117,8 +118,11 @@ class MarketMakers:
         self.bid_btc, self.ask_btc = profile.ladder_sizes(
             config.levels, config.max_distance, share, config.spread
         )
-        self._bid_lots: FloatArray = self.bid_btc
-        self._ask_lots: FloatArray = self.ask_btc
+        # The ladder's figures as plain lists (`ladder` works on floats: see there); the lots
+        # per level once `start` knows the market's step.
+        self._distance_list: list[float] = self.distances.tolist()
+        self._bid_lot_list: list[float] = self.bid_btc.tolist()
+        self._ask_lot_list: list[float] = self.ask_btc.tolist()
         self._lots_per_btc = 0.0
         self._cap_atoms = 0  # the leverage cap of a maker's position (notional), from start
         self.calm_vol = 0.0  # 0 until the first vol_window steps are seen
@@ -133,8 +137,8 @@ class MarketMakers:
     def start(self, world: World, rng: np.random.Generator) -> list[Command]:
         self._lots_per_btc = 1.0 / float(world.spec.step_size)
         self._cap_atoms = world.spec.max_notional_atoms_at(self.config.leverage)
-        self._bid_lots = self.bid_btc * self._lots_per_btc
-        self._ask_lots = self.ask_btc * self._lots_per_btc
+        self._bid_lot_list = (self.bid_btc * self._lots_per_btc).tolist()
+        self._ask_lot_list = (self.ask_btc * self._lots_per_btc).tolist()
         commands: list[Command] = []
         for m in self.makers:
             commands.append(Deposit(m.account, self._deposit_atoms))
@@ -220,7 +224,6 @@ class MarketMakers:
         half_span = cfg.max_distance / 2
         skew = min(max(cfg.skew_per_btc * inventory_btc, -half_span), half_span)
         center = ref_ticks * (1.0 - skew)
-        d = self.distances * widen
         band = spec.price_band_ppm
         lo_ticks = max(-(-mark_ticks * (PPM - band) // PPM), spec.min_price_ticks)
         hi_ticks = min(mark_ticks * (PPM + band) // PPM, spec.max_price_ticks)
@@ -234,14 +237,22 @@ class MarketMakers:
         heavy_share = max(MIN_SIDE_SHARE, 1.0 - excess) if excess > 0 else 1.0
         bid_share = keep_share * (heavy_share if m.inventory_lots > 0 else 1.0)
         ask_share = keep_share * (heavy_share if m.inventory_lots < 0 else 1.0)
-        prices = np.floor(center * (1.0 - d))
+        # Plain floats and ints, not NumPy: a ladder is a few dozen levels, where a NumPy call
+        # costs more than the arithmetic (the same IEEE operations in the same order: the
+        # ladder is identical to the vectorised one it replaced, tests/test_maker_ladder_fast.py)
+        d = self._distance_list if widen == 1.0 else [x * widen for x in self._distance_list]
+        bid_lots = self._bid_lot_list
+        if bid_share != 1.0:
+            bid_lots = [x * bid_share for x in bid_lots]
+        ask_lots = self._ask_lot_list
+        if ask_share != 1.0:
+            ask_lots = [x * ask_share for x in ask_lots]
         bids = self._side(
-            BUY, prices, self._bid_lots * bid_share, lo_ticks, hi_ticks,
+            BUY, [floor(center * (1.0 - x)) for x in d], bid_lots, lo_ticks, hi_ticks,
             max(m.inventory_lots, 0), cap, spec,
         )  # fmt: skip
-        prices = np.ceil(center * (1.0 + d))
         asks = self._side(
-            SELL, prices, self._ask_lots * ask_share, lo_ticks, hi_ticks,
+            SELL, [ceil(center * (1.0 + x)) for x in d], ask_lots, lo_ticks, hi_ticks,
             max(-m.inventory_lots, 0), cap, spec,
         )  # fmt: skip
         if bids and asks:
@@ -255,8 +266,8 @@ class MarketMakers:
     @staticmethod
     def _side(
         side: int,
-        prices: FloatArray,
-        lots: FloatArray,
+        prices: list[int],
+        lots: list[float],
         lo_ticks: int,
         hi_ticks: int,
         held_lots: int,
@@ -266,23 +277,34 @@ class MarketMakers:
         """One side's quotes, best first: whole lots (a level under one lot dropped), inside
         [lo_ticks, hi_ticks], at least the min notional, at most the max limit quantity, and
         only the levels that keep the side's exposure (the position `held_lots` on this side
-        plus the quotes so far) within the leverage cap, as the engine checks each order."""
-        qty = np.floor(lots)
-        keep = (qty >= 1.0) & (prices >= lo_ticks) & (prices <= hi_ticks)
-        if not keep.any():
-            return []
-        price_ticks = prices[keep].astype(np.int64)
-        qty_lots = qty[keep].astype(np.int64)
+        plus the quotes so far) within the leverage cap, as the engine checks each order.
+        The cap cuts the side at its first level past it, if the side's whole exposure is."""
         k = spec.atoms_per_tick_lot
-        need_lots = -(-spec.min_notional_atoms // (price_ticks * k))
-        qty_lots = np.minimum(np.maximum(qty_lots, need_lots), spec.max_limit_qty_lots)
+        min_notional_atoms = spec.min_notional_atoms
+        max_qty_lots = spec.max_limit_qty_lots
         # float: the products can pass int64 for a huge ladder; the cap is a decision here
-        exposure_atoms = (held_lots + np.cumsum(qty_lots)) * price_ticks.astype(np.float64) * k
-        n = int(np.argmin(exposure_atoms <= cap_atoms)) if exposure_atoms[-1] > cap_atoms else None
-        return [
-            (side, p, q)
-            for p, q in zip(price_ticks[:n].tolist(), qty_lots[:n].tolist(), strict=True)
-        ]
+        cap = float(cap_atoms)
+        quotes: list[Quote] = []
+        exposure_lots = held_lots
+        exposure_atoms = 0.0
+        first_over = -1  # the first level whose exposure passes the cap
+        for price_ticks, level_lots in zip(prices, lots, strict=True):
+            qty_lots = floor(level_lots)
+            if qty_lots < 1 or price_ticks < lo_ticks or price_ticks > hi_ticks:
+                continue
+            need_lots = -(-min_notional_atoms // (price_ticks * k))
+            if qty_lots < need_lots:
+                qty_lots = need_lots
+            if qty_lots > max_qty_lots:
+                qty_lots = max_qty_lots
+            exposure_lots += qty_lots
+            exposure_atoms = exposure_lots * float(price_ticks) * k
+            if first_over < 0 and exposure_atoms > cap:
+                first_over = len(quotes)
+            quotes.append((side, price_ticks, qty_lots))
+        if exposure_atoms > cap:  # the last level's: the whole side passes the cap
+            del quotes[first_over:]
+        return quotes
 
     def _pre_pulls(self, sends: list[tuple[MakerState, tuple[Quote, ...]]]) -> list[Command]:
         """Empty `MassQuote`s, sent first, for the makers whose resting ladder the new ladder
@@ -290,6 +312,8 @@ class MarketMakers:
         requote would otherwise find the others' old quotes across its new ones, and its
         post-only quotes there would be refused."""
         out: list[Command] = []
+        if len(sends) < 2:
+            return out  # the first maker to send has no maker before it
         new_best = [_best(quotes) for _, quotes in sends]
         for i, (m, _) in enumerate(sends):
             if not m.quotes:

@@ -9,8 +9,10 @@ engine path as any agent's commands), so `StrategyAgent.step` returns no command
 Hooks, in the order they run within a step: `on_start` (the first step only), `on_bar` (when a
 bar of `bar_steps` steps completes, in `step`), then, in `observe`, `on_fill` for each of the
 account's fills and `on_liquidation` for each of its liquidations (after that liquidation's
-fills). A refused call raises `perpex.errors.ExchangeError`, which the agent does not catch:
-a strategy that can be refused (margin, the price band, a stop the mark has passed) catches it.
+fills). A refused call raises `perpex.errors.ExchangeError`; a strategy that can be refused
+(margin, the price band, a stop the mark has passed) catches it. Whatever a hook lets out stops
+the run as a `StrategyError`: one line naming the strategy, the hook, the bar, the time and the
+line of the strategy's file that raised (the original exception is its ``__cause__``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +31,7 @@ from typing import Any, Final, cast
 
 import numpy as np
 
+from perpex.core.funding import format_utc
 from perpex.core.markets import MarketSpec
 from perpex.core.messages import (
     Command,
@@ -44,6 +48,7 @@ from perpex.sim.agents.config import StrategyConfig
 from perpex.views import Account, Order, Position
 
 STRATEGY_ACCOUNT = "strategy"
+USER_MODULE_PREFIX = "perpex_user_strategy_"  # a strategy file's module name: this + its stem
 HOOKS = ("on_start", "on_bar", "on_fill", "on_liquidation")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The events `StrategyAgent.observe` reads (one set lookup skips the rest).
@@ -95,6 +100,49 @@ class Liquidation:
     margin_balance: Decimal  # at the trigger: isolated margin + uPnL, or cross wallet + uPnL
     maintenance_margin: Decimal
     time_ns: int
+
+
+class StrategyError(Exception):
+    """The user's strategy raised inside a hook (or could not be made): one line naming the
+    strategy, the hook, the bar and time, and the line of the strategy's file that raised; the
+    original exception is its ``__cause__``."""
+
+
+def strategy_label(strategy: object) -> str:
+    """``module:Class`` of a strategy class or instance (a file's module shows as its file's
+    stem)."""
+    cls = strategy if isinstance(strategy, type) else type(strategy)
+    return f"{cls.__module__.removeprefix(USER_MODULE_PREFIX)}:{cls.__qualname__}"
+
+
+def _where_in(exc: BaseException, strategy: object) -> str:
+    """', at FILE line N' for the deepest frame of the traceback in the strategy's own file
+    (where the user should look), or '' when none is (it raised in a base class)."""
+    cls = strategy if isinstance(strategy, type) else type(strategy)
+    try:
+        source = inspect.getsourcefile(cls)
+    except TypeError:  # a class defined in the interpreter has no file
+        return ""
+    if source is None:
+        return ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == source]
+    if not frames:
+        return ""
+    return f", at {Path(source).name} line {frames[-1].lineno}"
+
+
+def make_strategy(cls: type[Strategy]) -> Strategy:
+    """An instance of a strategy class made with no arguments, as ``--strategy`` does;
+    `StrategyError` when that fails (an __init__ that needs arguments, or raises)."""
+    label = strategy_label(cls)
+    try:
+        return cls()
+    except Exception as exc:
+        hint = " (give every __init__ argument a default)" if isinstance(exc, TypeError) else ""
+        raise StrategyError(
+            f"strategy {label}: making one with no arguments failed{_where_in(exc, cls)}: "
+            f"{type(exc).__name__}: {exc}{hint}"
+        ) from exc
 
 
 class Strategy:
@@ -312,12 +360,12 @@ class StrategyAgent:
         ctx.world = world
         if not self._started:
             self._started = True
-            self._on_start(ctx)
+            self._call(self._on_start, "on_start", ctx)
         self._sample(world)
         if self._steps_in_bar >= self.bar_steps:
             bar = self._bar(world)
             self.bars += 1
-            self._on_bar(ctx, bar)
+            self._call(self._on_bar, "on_bar", ctx, bar)
             self._size_lots = world.position(self.account).size_lots
         equity_atoms = world.position(self.account).equity_atoms
         self.equity_atoms.append(equity_atoms)
@@ -365,10 +413,24 @@ class StrategyAgent:
                 liquidations.append((e, [], self._size_lots))
         for trade, maker in fills:
             self.fills += 1
-            self._on_fill(ctx, self._fill(trade, maker))
+            self._call(self._on_fill, "on_fill", ctx, self._fill(trade, maker))
         for trigger, closing, size_lots in liquidations:
             self.liquidations += 1
-            self._on_liquidation(ctx, self._liquidation(trigger, closing, size_lots))
+            liquidation = self._liquidation(trigger, closing, size_lots)
+            self._call(self._on_liquidation, "on_liquidation", ctx, liquidation)
+
+    def _call(self, hook: Any, name: str, *args: Any) -> None:
+        """A hook of the user's strategy; what it raises becomes a `StrategyError` that says
+        which strategy, hook, bar and time, and where in the strategy's file."""
+        try:
+            hook(*args)
+        except Exception as exc:
+            when = format_utc(self.ex.time_ns)
+            bar = f"bar {self.bars}" if self.bars else "before the first bar"
+            raise StrategyError(
+                f"strategy {strategy_label(self.strategy)} raised {type(exc).__name__} in "
+                f"{name} ({bar}, {when}){_where_in(exc, self.strategy)}: {exc}"
+            ) from exc
 
     # -- bars ---------------------------------------------------------------------------------
     def _sample(self, world: World) -> None:
@@ -490,7 +552,7 @@ def _load_module(where: str, spec: str) -> Any:
         path = Path(where)
         if not path.is_file():
             raise ValueError(f"strategy {spec!r}: no file {where}")
-        name = f"perpex_user_strategy_{path.stem}"
+        name = f"{USER_MODULE_PREFIX}{path.stem}"
         module_spec = importlib.util.spec_from_file_location(name, path)
         if module_spec is None or module_spec.loader is None:
             raise ValueError(f"strategy {spec!r}: cannot import {where} as Python")
@@ -523,6 +585,9 @@ __all__ = [
     "Strategy",
     "StrategyAgent",
     "StrategyContext",
+    "StrategyError",
     "load_strategy",
+    "make_strategy",
+    "strategy_label",
     "utc_of",
 ]
