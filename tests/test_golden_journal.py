@@ -8,6 +8,12 @@ seeded stream (quotes, takers, cancels, venue ticks, leverage, margin modes, tra
 crash: twenty 50x-100x longs liquidated into an empty book, the fund exhausted, the short whale
 auto-deleveraged, then a funding settlement. `build_golden.py` made both files; it is kept to
 show how, and is not run by the tests.
+
+Updated once, on purpose (2026-12-05): a reduce-only order now gets only what the account's
+open reduce-only orders leave of its position and is refused (-2022) when they leave nothing;
+before, it was trimmed to the position alone and the two could exceed it. The first command
+whose events changed is number 9,715 of the journal (a reduce-only sell of taker3 that is
+now refused); the first 9,714 commands give the events they gave in commit 42d46f3.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ from perpex.core.messages import (
     RequestRejected,
     TimeInForce,
 )
-from perpex.core.order_path import bankruptcy_cap, reprice_touched
+from perpex.core.order_path import bankruptcy_cap, reduce_only_budget, reprice_touched
 from perpex.core.records import (
     Account,
     MarginOrders,
@@ -189,8 +189,12 @@ def plan_amendment(state: Store, cmd: AmendOrder) -> AmendPlan | Reason:
     if order.reduce_only:
         if held_same >= 0:  # (the position's end cancels its reduce-only orders: for safety)
             return Reason.REDUCE_ONLY_REJECTED
-        if remaining > -held_same:  # never larger than the position, as a new one
-            remaining = -held_same
+        # never larger than the position with the other reduce-only orders, as a new one
+        budget = reduce_only_budget(pos, order)
+        if budget <= 0:
+            return Reason.REDUCE_ONLY_REJECTED
+        if remaining > budget:
+            remaining = budget
             qty = filled + remaining
     elif price * qty * k < market.min_notional_atoms:
         return Reason.AMEND_MIN_NOTIONAL

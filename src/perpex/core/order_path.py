@@ -130,10 +130,16 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
     reduce_only = cmd.reduce_only
     held_same = size * side  # > 0: the position is on this order's side, < 0: it closes
     if reduce_only:
-        # Reduce-only: only against a position on the other side, never larger than it.
-        if held_same >= 0:
+        # Reduce-only: only against a position on the other side, and with the account's
+        # other reduce-only orders never larger than it (`records.trim_reduce_only` keeps the
+        # oldest whole: the new one gets what they leave, or is refused if they leave none).
+        if held_same >= 0 or pos is None:
             return _reject(cmd, Reason.REDUCE_ONLY_REJECTED)
-        qty = min(qty, abs(size))
+        budget = reduce_only_budget(pos, None)
+        if budget <= 0:
+            return _reject(cmd, Reason.REDUCE_ONLY_REJECTED)
+        if qty > budget:
+            qty = budget
     elif (price or mark) * qty * k < market.min_notional_atoms:
         return _reject(cmd, Reason.MIN_NOTIONAL)
     # Non-recourse for the trader's own orders too: a closing order never takes liquidity
@@ -324,6 +330,18 @@ def place_order(state: Store, cmd: PlaceOrder) -> list[Event]:
     return events
 
 
+def reduce_only_budget(pos: Position, leaving: Order | None) -> int:
+    """Lots a reduce-only order of `pos` may hold: |position| less the other reduce-only
+    orders' (every one closes: `trim_reduce_only` ends those on the wrong side); `leaving` is
+    an order not to count (the one being amended)."""
+    budget = pos.size_lots if pos.size_lots > 0 else -pos.size_lots
+    if pos.reduce_only_count:
+        for o in pos.open_orders.values():
+            if o.reduce_only and o is not leaving:
+                budget -= o.remaining_lots
+    return budget
+
+
 def expire_own(
     acct: Account,
     pos: Position,
@@ -431,4 +449,10 @@ def cancel_order(state: Store, cmd: CancelOrder) -> list[Event] | None:
     return events
 
 
-__all__ = ["bankruptcy_cap", "cancel_order", "expire_own", "place_order"]
+__all__ = [
+    "bankruptcy_cap",
+    "cancel_order",
+    "expire_own",
+    "place_order",
+    "reduce_only_budget",
+]
