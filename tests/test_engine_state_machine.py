@@ -1256,3 +1256,29 @@ def test_a_stop_that_fills_a_stale_bid_after_the_pass_is_followed_by_a_pass() ->
         i for i, e in enumerate(events) if isinstance(e, LiquidationTriggered)
     )
     machine.consistent()
+
+
+def test_a_token_rebalance_that_fills_a_stale_bid_is_followed_by_a_pass() -> None:
+    """Found by a long run of the state machine with tokens: a crash sends BTCUP3 past its
+    threshold, and the pool's rebalance sell fills alice's resting bid far above the new mark,
+    sinking her isolated long after the tick's liquidation pass. The same tick must liquidate
+    her (a rebalance that traded is followed by the passes, as a stop that traded is)."""
+    machine = TokenEngineMachine()
+    machine.open_exchange(
+        n_accounts=3,
+        deposits_usdt=[500] * 5,
+        isolated=[True] + [False] * 9,
+        settings_leverage=[0] * 10,
+    )
+    machine.quote(lots=(1, 1), spread_ppm=(0, 4), symbol=BTC, who=1)
+    machine.advance_clock(seconds=5)
+    machine.quote(lots=(1, 1), spread_ppm=(0, 0), symbol=BTC, who=0)
+    machine.create_tokens(amount=20_020_055, token="BTCUP3", who=0)
+    machine.advance_clock(seconds=0)
+    trades_before = machine.engine.state.next_trade_id
+    machine.crash(down=True, move_ppm=110_463, symbol=BTC)
+    token = machine.engine.tokens.tokens["BTCUP3"]
+    assert token.last_rebalance_ns == machine.engine.state.clock_ns  # the threshold fired
+    assert machine.engine.state.next_trade_id > trades_before
+    machine.consistent()  # every screened account is above its maintenance margin
+    machine.token_supply()

@@ -20,8 +20,10 @@ import pytest
 
 from perpex.core.messages import AdvanceClock, Event, OrderRejected, TradeExecuted
 from perpex.exchange import Exchange
+from perpex.history import load_funding_schedule, parse_utc_ns
 from perpex.live.driver import DEFAULT_SCENARIO, MAX_STEP_WALL_NS, ScenarioDriver
 from perpex.live.tape import MAX_POSITION_BTC, MAX_TAPE_PER_MINUTE, TAPE_ACCOUNT
+from perpex.server.backfill import HISTORY_MINUTES, NS_PER_MINUTE
 from perpex.sim import scenario as scenario_module
 from perpex.sim.data import load_candles
 from perpex.sim.scenario import load_scenario, loads_scenario
@@ -32,6 +34,7 @@ from test_server_ccxt import exchange_for
 S: Final = 1_000_000_000  # ns per second
 START_S: Final = 1_800_000_000  # the exchange's wall clock at start (2027-01-15)
 SYMBOL: Final = "BTCUSDT"
+MIN_NS: Final = NS_PER_MINUTE
 
 
 def flat(price: float = 60_000.0, steps: int = 3_600, step_seconds: float = 1.0) -> Scenario:
@@ -560,6 +563,30 @@ def test_a_replay_history_is_its_data_before_the_start_minute_by_minute() -> Non
     assert (history.mark == history.index).all()
 
 
+def test_a_replay_brings_binance_settlements_shifted_as_its_candles() -> None:
+    """covid-2020-03-12 (``funding = "binance"``): the shipped series' 90 settlements of the 30
+    days up to its start, as offsets from it (the candles' shift), the mark from the history's
+    minute that ends at each; a synthetic path brings none (the server computes them)."""
+    history = ScenarioDriver("covid-2020-03-12").history(SYMBOL, HISTORY_MINUTES)
+    assert history is not None and history.funding is not None
+    start_ns = parse_utc_ns("2020-03-12T00:00:00Z")
+    real = load_funding_schedule().between(start_ns - HISTORY_MINUTES * MIN_NS + 1, start_ns)
+    funding = history.funding
+    assert len(funding) == len(real) == 90
+    assert (funding.offset_ns == np.array([t - start_ns for t, _ in real])).all()
+    assert funding.rate_e8.tolist() == [r for _, r in real]
+    assert funding.rate_divisor.tolist() == [1] * 90
+    minute = HISTORY_MINUTES + funding.offset_ns // MIN_NS - 1  # the minute ending at it
+    assert (funding.mark_ticks == history.mark[minute, 3]).all()
+    assert funding.offset_ns[-1] == 0 and funding.mark_ticks[-1] == history.mark[-1, 3]
+    assert (min(funding.rate_e8), max(funding.rate_e8)) == (10_000, 300_000)
+    short = ScenarioDriver("covid-2020-03-12").history(SYMBOL, 48 * 60)
+    assert short is not None and short.funding is not None
+    assert short.funding.rows(0) == funding.tail(48 * 60).rows(0) and len(short.funding) == 6
+    synthetic = ScenarioDriver(gbm_scenario(), seed=7).history(SYMBOL, 600)
+    assert synthetic is not None and synthetic.funding is None
+
+
 def kline_rows(client: Any, path: str, **params: Any) -> list[list[Any]]:
     answer = client.get(path, params={"symbol": SYMBOL, **params})
     assert answer.status_code == 200, answer.text
@@ -568,12 +595,13 @@ def kline_rows(client: Any, path: str, **params: Any) -> list[list[Any]]:
 
 
 @pytest.mark.server
-def test_a_fresh_server_has_30_days_of_candles_and_a_restart_the_same(tmp_path: Path) -> None:
+def test_a_fresh_server_has_30_days_of_candles_and_funding_restart_same(tmp_path: Path) -> None:
     with serve(tmp_path, driver=ScenarioDriver(gbm_scenario(), seed=3)) as s, s.client() as c:
         started_ms = s.state.started_ns // 1_000_000
         minutes = kline_rows(c, "/fapi/v1/klines", interval="1m", limit=1500)
         hours = kline_rows(c, "/fapi/v1/klines", interval="1h", limit=500)
         marks = kline_rows(c, "/fapi/v1/markPriceKlines", interval="1h", limit=500)
+        mark_minutes = kline_rows(c, "/fapi/v1/markPriceKlines", interval="1m", limit=1500)
         index = c.get(
             "/fapi/v1/indexPriceKlines", params={"pair": SYMBOL, "interval": "4h", "limit": 1500}
         ).json()
@@ -583,6 +611,13 @@ def test_a_fresh_server_has_30_days_of_candles_and_a_restart_the_same(tmp_path: 
         ohlcv = exchange.fetch_ohlcv("BTC/USDT:USDT", "1h", limit=500)
         since = started_ms - 3 * 86_400_000
         from_since = exchange.fetch_ohlcv("BTC/USDT:USDT", "15m", since=since, limit=10)
+        funding = c.get("/fapi/v1/fundingRate", params={"symbol": SYMBOL, "limit": 1000}).json()
+        first_funding_ms = funding[0]["fundingTime"] if funding else started_ms
+        # (from the first: a live settlement, should one fall in these seconds, comes after)
+        ccxt_funding = exchange.fetch_funding_rate_history(
+            "BTC/USDT:USDT", first_funding_ms, limit=90
+        )
+        funding_since = exchange.fetch_funding_rate_history("BTC/USDT:USDT", since, limit=4)
     assert len(minutes) == 1500 and len(hours) == 500 and len(marks) == 500
     # Listed when the candles begin, 30 days before the server did.
     (listed,) = [m["onboardDate"] for m in info["symbols"] if m["symbol"] == SYMBOL]
@@ -599,9 +634,30 @@ def test_a_fresh_server_has_30_days_of_candles_and_a_restart_the_same(tmp_path: 
     assert 180 <= len(index) <= 182
     assert Decimal(ticker["volume"]) > 100 and ticker["count"] > 20_000
     assert ticker["firstId"] >= -1 and ticker["firstId"] < 2**31
+    # The funding of those 30 days: the interest rate at each 00:00, 08:00, 16:00 UTC.
+    eight_h_ms = 8 * 3_600_000
+    end_ms = started_ms // 60_000 * 60_000
+    first_ms = (end_ms - 30 * 86_400_000) // eight_h_ms * eight_h_ms + eight_h_ms
+    # (the past only: a live settlement at a funding time in these seconds would follow it)
+    funding = [f for f in funding if f["fundingTime"] <= end_ms]
+    assert [f["fundingTime"] for f in funding] == list(range(first_ms, end_ms + 1, eight_h_ms))
+    assert len(funding) == 90 and {f["fundingRate"] for f in funding} == {"0.00010000"}
+    # Each at the mark of the minute that ends at it (the last 25 hours' 1m mark candles).
+    mark_closes = {r[0] + 60_000: r[4] for r in mark_minutes}
+    recent = [f for f in funding if f["fundingTime"] in mark_closes]
+    assert len(recent) >= 3
+    assert all(f["markPrice"] == mark_closes[f["fundingTime"]] for f in recent)
+    assert [(f["timestamp"], f["fundingRate"]) for f in ccxt_funding] == [
+        (f["fundingTime"], 0.0001) for f in funding
+    ]
+    assert [f["timestamp"] for f in funding_since] == [
+        f["fundingTime"] for f in funding if f["fundingTime"] >= since
+    ][:4]
     # A restart answers the same past (read from the data dir) ...
     with serve(tmp_path, driver=ScenarioDriver(gbm_scenario(), seed=3)) as s, s.client() as c:
         again = kline_rows(c, "/fapi/v1/klines", interval="1h", limit=500, endTime=since)
+        funding_again = c.get("/fapi/v1/fundingRate", params={"symbol": SYMBOL}).json()
+    assert [f for f in funding_again if f["fundingTime"] <= end_ms] == funding[-100:]
     before = [r for r in hours if r[0] <= since]
     assert len(again) == 500 and again[-len(before) :] == before and len(before) > 400
     # ... and so does one whose history file was lost: it is derived again, the same.

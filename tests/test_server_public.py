@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +24,7 @@ import ccxt
 import numpy as np
 import pytest
 
+from perpex.core.funding import NS_PER_HOUR, FundingConfig
 from perpex.core.markets import MarketSpec, compile_market
 from perpex.core.messages import (
     AdvanceClock,
@@ -36,7 +37,7 @@ from perpex.core.messages import (
     TradeExecuted,
 )
 from perpex.defaults import default_markets
-from perpex.server.backfill import MinuteHistory
+from perpex.server.backfill import BackfillStore, FundingRows, MinuteHistory, computed_funding
 from perpex.server.candles import INTERVAL_MINUTES, PRICE_LAYOUT, MinuteSeries
 from perpex.server.market_history import MarketHistory, UnitText, premium_e8
 from perpex.server.wire import fixed, places_of
@@ -886,3 +887,103 @@ def test_a_backfilled_history_lies_before_the_first_minute_and_trades_carry_on()
     assert (ticker["firstId"], ticker["lastId"], ticker["count"]) == (1, 1, 11)
     assert ticker["openPrice"] == "60001.0" and ticker["openTime"] == T0_NS // 1_000_000
     assert history.klines("ETHUSDT", "1m") == []  # no history, no trades yet
+
+
+# == the past's funding settlements (perpex.server.backfill) ====================================
+def _flat_days(days: int, price_ticks: int = 600_000) -> MinuteHistory:
+    closes = [price_ticks + m % 7 for m in range(days * 1440)]
+    return _history(closes, [1] * len(closes))
+
+
+def test_a_history_at_rest_settles_the_interest_rate_at_each_funding_time() -> None:
+    """Premium 0 (mark = index at rest): F = I at every funding time of the window, the mark
+    the close of the history's mark candle of the minute that ends at it."""
+    past = _flat_days(3)
+    end_ns = T0_NS + 5 * NS_PER_HOUR + 7 * MIN_NS  # not on a funding time
+    rows = computed_funding(past, end_ns, FundingConfig())
+    times = [end_ns + int(t) for t in rows.offset_ns]
+    # (end - 3 days, end] = (00:00 - 66:53, 05:07]: from 08:00 three days before to 00:00.
+    assert times == [T0_NS - 64 * NS_PER_HOUR + k * 8 * NS_PER_HOUR for k in range(9)]
+    assert rows.rate_e8.tolist() == [10_000] * 9 and rows.rate_divisor.tolist() == [1] * 9
+    minute = [len(past) - (end_ns - t) // MIN_NS - 1 for t in times]  # the minute ending at it
+    assert rows.mark_ticks.tolist() == past.mark[minute, 3].tolist()
+    # Hourly funding: 0.03 %/day pro rata, 72 in three days.
+    hourly = computed_funding(past, end_ns, FundingConfig(interval_ns=NS_PER_HOUR))
+    assert len(hourly) == 72 and set(hourly.rate_e8.tolist()) == {1_250}
+    # A settlement exactly at the end belongs to the past; the window's start does not.
+    aligned = computed_funding(past, T0_NS, FundingConfig())
+    assert len(aligned) == 9 and aligned.offset_ns[-1] == 0
+    assert aligned.offset_ns[0] == -(3 * 24 - 8) * NS_PER_HOUR
+
+
+def test_a_premium_in_the_history_moves_the_rate_by_the_engines_rule() -> None:
+    """The engine's formula: F = P + clamp(I - P, +-0.05 %), within the cap (0.3 %)."""
+    past = _flat_days(1)
+    premium = past.premium.copy()
+    premium[-480:] = 100_000  # the last 8 h at +0.1 %: F = 0.1 % - 0.05 %
+    premium[-960:-480] = -20_000  # the 8 h before at -0.02 %: |I - P| within the clamp, F = I
+    premium[-1440:-960] = 900_000  # +0.9 %: capped at 0.3 %
+    rows = computed_funding(replace(past, premium=premium), T0_NS, FundingConfig())
+    assert rows.rate_e8.tolist() == [300_000, 10_000, 50_000]
+    # A minute's premium is its candle's mean, truncated toward zero.
+    odd = premium.copy()
+    odd[-480:] = [[-100_001, -100_001, -100_001, -100_002]]
+    assert computed_funding(replace(past, premium=odd), T0_NS, FundingConfig()).rate_e8[-1] == (
+        -100_001 + 50_000
+    )
+
+
+def test_the_store_keeps_the_settlements_and_regenerates_an_old_file(tmp_path: Path) -> None:
+    """Made once (computed when the driver brings none), read back the same on a restart; a
+    file of the previous format (candles without settlements) is made again."""
+    made: list[int] = []
+
+    class Driver:
+        def exchange_options(self) -> dict[str, Any]:
+            return {"funding": {"BTCUSDT": FundingConfig(interval_ns=4 * NS_PER_HOUR)}}
+
+        def history(self, symbol: str, minutes: int) -> MinuteHistory | None:
+            made.append(minutes)
+            return _flat_days(2)
+
+    end_minute = T0_NS // MIN_NS
+    first = BackfillStore(tmp_path, Driver()).get("BTCUSDT", end_minute)
+    assert first is not None and first.funding is not None and made == [43_200]
+    assert len(first.funding) == 12 and set(first.funding.rate_e8.tolist()) == {5_000}
+    again = BackfillStore(tmp_path, Driver()).get("BTCUSDT", end_minute)
+    assert made == [43_200] and again is not None and again.funding is not None
+    assert again.funding.rows(0) == first.funding.rows(0)
+    # Format 1: the candles alone.
+    path = tmp_path / "BTCUSDT.npz"
+    np.savez_compressed(path, meta=np.array([1, end_minute]), **first.arrays())
+    regenerated = BackfillStore(tmp_path, Driver()).get("BTCUSDT", end_minute)
+    assert made == [43_200, 43_200] and regenerated is not None
+    assert regenerated.funding is not None and len(regenerated.funding) == 12
+    # A shorter window keeps the settlements of its minutes only.
+    short = BackfillStore(tmp_path, Driver(), minutes=600).get("BTCUSDT", end_minute)
+    assert short is not None and short.funding is not None
+    assert short.funding.offset_ns.tolist() == [-8 * NS_PER_HOUR, -4 * NS_PER_HOUR, 0]
+
+
+def test_the_settlements_are_the_first_rows_of_the_funding_history() -> None:
+    """Laid at the first clock with the candles; the engine's settlements follow them."""
+    past = _flat_days(1)
+    offsets = np.array([-16 * NS_PER_HOUR, -8 * NS_PER_HOUR, 0], dtype=np.int64)
+    rates = np.array([12_345, -2_000, 10_000], dtype=np.int64)
+    funding = FundingRows.at_minutes(past, offsets, rates, np.ones_like(rates))
+    history = MarketHistory([BTC], backfill=lambda s, m: replace(past, funding=funding))
+    start_ns = T0_NS + 30 * 10**9
+    history.apply([ClockAdvanced(start_ns)])
+    history.apply([FundingSettled("BTCUSDT", T0_NS + 8 * NS_PER_HOUR, 7_000, 1, 600_123, 0, 0)])
+    rates_ = history.funding_rates("BTCUSDT")
+    assert [r["fundingTime"] for r in rates_] == [
+        (T0_NS + t) // NS_PER_MS for t in (-16 * NS_PER_HOUR, -8 * NS_PER_HOUR, 0, 8 * NS_PER_HOUR)
+    ]
+    assert [r["fundingRate"] for r in rates_] == [
+        "0.00012345", "-0.00002000", "0.00010000", "0.00007000",
+    ]  # fmt: skip
+    assert rates_[2]["markPrice"] == BTC.price_to_decimal(int(past.mark[-1, 3])).to_eng_string()
+    assert history.funding_rates("BTCUSDT", limit=2) == rates_[-2:]
+    assert history.funding_rates("BTCUSDT", start_ms=rates_[1]["fundingTime"], limit=1) == [
+        rates_[1]
+    ]

@@ -187,16 +187,30 @@ class Engine:
         whatever their fills fire, until a round of stops trades nothing (bounded)."""
         state = self.state
         self.liquidator.run_pass(symbol, old_mark_ticks, events)
+        self._stop_rounds(symbol, events)
+        if self.tokens.tokens:  # a pool past its threshold rebalances; one without equity halts
+            trades_before = state.next_trade_id
+            self.tokens.on_mark(symbol, events)
+            if state.next_trade_id != trades_before:  # its fills, like a stop's, can sink a maker
+                self._liquidate_all(events)
+                self._stop_rounds(symbol, events)
+
+    def _stop_rounds(self, symbol: str, events: list[Event]) -> None:
+        """The conditional orders this mark fires; after a round that traded, the liquidation
+        passes at the same marks, then the next round (bounded)."""
+        state = self.state
         for _ in range(MAX_TICK_ROUNDS):
             trades_before = state.next_trade_id
             self.conditionals.on_mark(symbol, events)
             if state.next_trade_id == trades_before:
                 break
-            for other, market in state.markets.items():
-                if market.mark_ticks:
-                    self.liquidator.run_pass(other, market.mark_ticks, events)
-        if self.tokens.tokens:  # a pool past its threshold rebalances; one without equity halts
-            self.tokens.on_mark(symbol, events)
+            self._liquidate_all(events)
+
+    def _liquidate_all(self, events: list[Event]) -> None:
+        """The liquidation pass of every market that has a mark, at that mark."""
+        for symbol, market in self.state.markets.items():
+            if market.mark_ticks:
+                self.liquidator.run_pass(symbol, market.mark_ticks, events)
 
     def _advance_clock(self, cmd: AdvanceClock) -> list[Event]:
         """The clock stops at each funding time on the way (`clock.plan_steps`). At each stop
@@ -229,7 +243,13 @@ class Engine:
                 settle_funding(state, symbol, market, settlement, events)
                 self.liquidator.run_pass(symbol, market.mark_ticks, events)
             if tokens.tokens:
+                trades_before = state.next_trade_id
                 tokens.on_clock(ts_ns, events)
+                if state.next_trade_id != trades_before:  # rebalance fills: as at a mark
+                    self._liquidate_all(events)
+                    for symbol, market in state.markets.items():
+                        if market.mark_ticks:
+                            self._stop_rounds(symbol, events)
                 # a TWAP begun at this stop has slices later in the same step: stop there too
                 later = tokens.due_times(ts_ns, cmd.ts_ns).difference(steps[i:])
                 token_stops += len(later)

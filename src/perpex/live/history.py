@@ -10,7 +10,13 @@ of its indicators gets them.
   evenly over its minutes. The mark is the scenario's mark series where it has one (else the
   index), and the index is what the replay publishes (`perpex.sim.build.fed_index`: the mark
   series when there is one, else the candles). A scenario that starts at its data's first
-  candle has no past (None).
+  candle has no past (None). Its funding: a replay of Binance's funding (``funding =
+  "binance"``, and not frictionless) brings the real settlements of the shipped series
+  (`perpex.history.load_funding_schedule`) in the window, shifted onto the server's clock by
+  the candles' own offset (a settlement at the scenario's start lands at the server's first
+  minute), each at the mark of the history's minute that ends at it; any other has none of
+  its own (`funding` None: the server computes them at its own funding times from the
+  premium, `perpex.server.backfill.computed_funding`).
 - A synthetic path (``[path]``): the path's own kind (gbm, merton, regime) with its own
   parameters per second of time, generated at `SUBSTEPS` steps a minute from the start price
   with the drift (and merton's mean jump) reversed, then read backwards: a walk that ends at
@@ -19,6 +25,9 @@ of its indicators gets them.
   its returns. The mark and index are the path (premium 0), as the live market's are at rest.
   The trades of each minute are the tape's (`perpex.live.tape`): Poisson(`per_minute`) prints
   of its log-normal size, half of the volume bought by takers on average.
+  Its funding is the server's to compute (`funding` None): with the premium 0, each of the
+  server clock's funding times in the window charges the interest rate, 0.01 % per 8 h,
+  what Binance shows on calm days.
 
 Times: the rows carry none; the server lays them on the minutes before its first minute (a
 replay's candles shifted onto the server's clock, at speed 1: one data minute a server
@@ -31,15 +40,17 @@ Units: prices in ticks, sizes in lots, quote volumes in tick-lots, premiums in 1
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from decimal import Decimal
 from typing import Final
 
 import numpy as np
 
 from perpex.core.markets import MarketSpec, compile_market
+from perpex.history import load_funding_schedule
 from perpex.live.tape import MEDIAN_SIZE_BTC, SIZE_SIGMA
 from perpex.parse import start_time_ns
-from perpex.server.backfill import I64, MinuteHistory
+from perpex.server.backfill import I64, FundingRows, MinuteHistory
 from perpex.sim.build import build_market, fed_index
 from perpex.sim.data import load_candles
 from perpex.sim.paths import PricePath, gbm, intrabar_path, merton, regime_switch
@@ -55,8 +66,9 @@ VOLUME_SIGMA: Final = 0.3  # of log(volume) a minute beyond its count of prints
 def scenario_history(
     scenario: Scenario, seed: int, minutes: int, per_minute: float
 ) -> MinuteHistory | None:
-    """The last `minutes` (>= 1) one-minute candles before the scenario starts (see the module
-    docstring); `per_minute` is the tape's rate of prints, for a synthetic path's trades."""
+    """The last `minutes` (>= 1) one-minute candles before the scenario starts, with a Binance
+    funding replay's real settlements in them (see the module docstring); `per_minute` is the
+    tape's rate of prints, for a synthetic path's trades."""
     if minutes < 1:
         return None
     spec = compile_market(build_market(scenario))
@@ -153,9 +165,23 @@ def _replay_history(scenario: Scenario, spec: MarketSpec, minutes: int) -> Minut
         columns.append(table)
     full_volume = np.zeros(n, dtype=np.int64)
     full_volume[at - first] = volume[inside]
-    return _history(
+    history = _history(
         columns[0], columns[1], columns[2], columns[3], full_volume, full_volume // 2, full_count
     )
+    frictionless = scenario.tokens is not None and scenario.tokens.frictionless
+    if d.funding != "binance" or frictionless:
+        return history  # no series of its own: the server computes its settlements
+    return replace(history, funding=_replay_funding(history, start_ns))
+
+
+def _replay_funding(history: MinuteHistory, start_ns: int) -> FundingRows:
+    """Binance's settlements in the `len(history)` minutes up to `start_ns` (the history's
+    end), as offsets from it: the candles' shift onto the server's clock."""
+    window = load_funding_schedule().between(start_ns - len(history) * NS_PER_MINUTE + 1, start_ns)
+    times = np.array([t for t, _ in window], dtype=np.int64)
+    rates = np.array([r for _, r in window], dtype=np.int64)
+    # A schedule's rate is charged whole at its time (`FundingState.settle_rate`: divisor 1).
+    return FundingRows.at_minutes(history, times - start_ns, rates, np.ones_like(rates))
 
 
 def _median_lots(spec: MarketSpec) -> int:

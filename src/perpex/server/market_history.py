@@ -6,7 +6,9 @@ An `EventSink`: the sequencer calls `apply(events)` in the writer thread after e
 the start-up replay feeds it the whole journal), so `apply` is a dispatch on the event's type
 and a few integer writes; everything is bounded (`trade_capacity` trades and aggregate trades
 and `funding_capacity` settlements per symbol, `candle_minutes` minutes of candles per series,
-`perpex.server.candles`). Readers (routes, the streams) call it from the writer thread too.
+`perpex.server.candles`). A fresh server's past (`perpex.server.backfill`: 30 days of
+candles and their funding settlements) is laid at the first clock it sees. Readers (routes,
+the streams) call it from the writer thread too.
 
 Units inside: prices in ticks, premiums in 1e-8, sizes in lots, quote volumes in tick-lots,
 times in ns of the engine clock. Events carry no time of their own: an event happened at the
@@ -568,7 +570,11 @@ PRICE_UPDATES_PER_MINUTE: Final = 60  # the count of a history minute of a price
 
 
 def _lay_history(market: _Market, history: MinuteHistory, end_minute: int) -> None:
-    """The history's candles on the minutes before `end_minute`, in each series' layout."""
+    """The history's candles on the minutes before `end_minute`, in each series' layout, and
+    its funding settlements (`backfill.FundingRows`) at their times before it: the first
+    rows of the funding history, before any the engine settles (they are later)."""
+    if history.funding is not None:
+        market.funding.extend(history.funding.rows(end_minute * NS_PER_MINUTE))
     n = len(history)
     count = history.count
     traded = count > 0
