@@ -39,8 +39,8 @@ from perpex.core.messages import (
 from perpex.defaults import default_markets
 from perpex.server.backfill import BackfillStore, FundingRows, MinuteHistory, computed_funding
 from perpex.server.candles import INTERVAL_MINUTES, PRICE_LAYOUT, MinuteSeries
-from perpex.server.market_history import MarketHistory, UnitText, premium_e8
-from perpex.server.wire import fixed, places_of
+from perpex.server.market_history import MarketHistory, premium_e8
+from perpex.server.wire import UnitText, fixed, places_of
 from server_harness import Served, serve
 
 BTC: MarketSpec = compile_market(default_markets()[0])  # tick 0.1, step 0.001

@@ -50,7 +50,8 @@ from perpex.core.markets import MarketSpec, compile_market
 from perpex.history import load_funding_schedule
 from perpex.live.tape import MEDIAN_SIZE_BTC, SIZE_SIGMA
 from perpex.parse import start_time_ns
-from perpex.server.backfill import I64, FundingRows, MinuteHistory
+from perpex.server.backfill import FundingRows, MinuteHistory
+from perpex.server.candles import I64
 from perpex.sim.build import build_market, fed_index
 from perpex.sim.data import load_candles
 from perpex.sim.paths import PricePath, gbm, intrabar_path, merton, regime_switch

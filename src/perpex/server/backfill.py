@@ -37,18 +37,31 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 
 from perpex.core.funding import FundingConfig, FundingState
-
-I64 = npt.NDArray[np.int64]
+from perpex.server.candles import (
+    CLOSE,
+    COUNT,
+    FIRST_ID,
+    I64,
+    LAST_ID,
+    LAST_LAYOUT,
+    NO_FIRST_ID,
+    NO_LAST_ID,
+    NS_PER_MINUTE,
+    OPEN,
+    PRICE_LAYOUT,
+    QUOTE,
+    TAKER_QUOTE,
+    TAKER_VOLUME,
+    VOLUME,
+)
 
 log = logging.getLogger("perpex.server")
 
 HISTORY_DAYS: Final = 30  # a fresh server's past: 720 1h candles, 43,200 1m candles
 HISTORY_MINUTES: Final = HISTORY_DAYS * 24 * 60
 PREMIUM_SCALE: Final = 10**8
-NS_PER_MINUTE: Final = 60_000_000_000
 _FORMAT: Final = 2  # of the files in <data dir>/history (2: with the funding settlements)
 _FUNDING_KEYS: Final = ("offset_ns", "rate_e8", "rate_divisor", "mark_ticks")
 
@@ -235,6 +248,40 @@ def funding_config(options: Mapping[str, Any], symbol: str) -> FundingConfig:
 HistorySource = Callable[[str, int], "MinuteHistory | None"]
 
 
+PRICE_UPDATES_PER_MINUTE: Final = 60  # the count of a history minute of a price series
+
+
+def last_rows(history: MinuteHistory) -> I64:
+    """The history's last-price candles in the live series' layout (`candles.LAST_LAYOUT`):
+    a minute without trades is flat at the close before it, and no row has trade ids (the
+    engine's begin at the server's start)."""
+    n = len(history)
+    count = history.count
+    traded = count > 0
+    last_traded = np.maximum.accumulate(np.where(traded, np.arange(n), -1))
+    closes = history.last[:, 3]
+    carried_close = np.where(last_traded >= 0, closes[np.maximum(last_traded, 0)], closes)
+    ohlc = np.where(traded[:, None], history.last, carried_close[:, None])
+    rows: I64 = np.empty((n, len(LAST_LAYOUT)), dtype=np.int64)
+    rows[:, OPEN : CLOSE + 1] = ohlc
+    rows[:, COUNT] = count
+    rows[:, VOLUME] = np.where(traded, history.volume_lots, 0)
+    rows[:, QUOTE] = np.where(traded, history.quote, 0)
+    rows[:, TAKER_VOLUME] = np.where(traded, history.taker_volume_lots, 0)
+    rows[:, TAKER_QUOTE] = np.where(traded, history.taker_quote, 0)
+    rows[:, FIRST_ID] = NO_FIRST_ID
+    rows[:, LAST_ID] = NO_LAST_ID
+    return rows
+
+
+def price_rows(ohlc: I64) -> I64:
+    """A price series' (mark, index, premium) history candles in `candles.PRICE_LAYOUT`."""
+    rows: I64 = np.zeros((len(ohlc), len(PRICE_LAYOUT)), dtype=np.int64)
+    rows[:, OPEN : CLOSE + 1] = ohlc
+    rows[:, COUNT] = PRICE_UPDATES_PER_MINUTE
+    return rows
+
+
 class BackfillStore:
     """`get(symbol, end_minute)`: the history to lay before `end_minute` (minutes since the
     epoch), read from `directory` when it was made for that same minute, else asked of the
@@ -318,5 +365,7 @@ __all__ = [
     "MinuteHistory",
     "computed_funding",
     "funding_config",
+    "last_rows",
     "premium_e8_array",
+    "price_rows",
 ]

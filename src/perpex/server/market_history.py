@@ -28,8 +28,6 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
-import numpy as np
-
 from perpex.core.book import BUY
 from perpex.core.markets import MarketSpec
 from perpex.core.messages import (
@@ -41,7 +39,7 @@ from perpex.core.messages import (
     PositionChanged,
     TradeExecuted,
 )
-from perpex.server.backfill import MinuteHistory
+from perpex.server.backfill import MinuteHistory, last_rows, price_rows
 from perpex.server.candles import (
     CARRIED,
     CLOSE,
@@ -49,7 +47,6 @@ from perpex.server.candles import (
     DEFAULT_CAPACITY_MINUTES,
     FIRST_ID,
     HIGH,
-    I64,
     INTERVAL_MINUTES,
     LAST_ID,
     LAST_LAYOUT,
@@ -68,7 +65,7 @@ from perpex.server.candles import (
     bucket_key,
     close_ms,
 )
-from perpex.server.wire import NS_PER_MS, fixed, places_of, price, rate
+from perpex.server.wire import NS_PER_MS, PREMIUM_TEXT, fixed, price, rate, unit_text
 
 TRADE_CAPACITY: Final = 10_000
 FUNDING_CAPACITY: Final = 10_000
@@ -87,35 +84,6 @@ def premium_e8(mark_ticks: int, index_ticks: int) -> int:
     if 2 * r > index_ticks or (2 * r == index_ticks and q % 2):
         q += 1
     return q
-
-
-class UnitText:
-    """Exact text of integer multiples of a decimal unit (a tick, a step, 1e-8), with the
-    unit's decimals: what `wire.price_ticks`/`qty_lots` give, by integer string operations
-    (a kline answer is up to 1,500 x 8 of them, made in the writer thread)."""
-
-    __slots__ = ("multiple", "places", "scale", "template")
-
-    def __init__(self, unit: Decimal) -> None:
-        self.places = places_of(unit)
-        scaled = unit.scaleb(self.places)
-        if scaled != scaled.to_integral_value() or scaled <= 0:
-            raise ValueError(f"unit {unit} is not a positive multiple of 10^-{self.places}")
-        self.multiple = int(scaled)
-        self.scale = 10**self.places
-        self.template = f"%d.%0{self.places}d"
-
-    def __call__(self, count: int) -> str:
-        value = count * self.multiple
-        if value < 0:
-            return "-" + self(-count)
-        if not self.places:
-            return str(value)
-        text: str = self.template % divmod(value, self.scale)
-        return text
-
-
-PREMIUM_TEXT: Final = UnitText(Decimal(1).scaleb(-8))
 
 
 class _Market:
@@ -143,9 +111,9 @@ class _Market:
 
     def __init__(self, spec: MarketSpec, minutes: int, trades: int, settlements: int) -> None:
         self.spec = spec
-        self.price = UnitText(spec.tick_size)  # ticks -> text
-        self.qty = UnitText(spec.step_size)  # lots -> text
-        self.quote = UnitText(spec.tick_size * spec.step_size)  # tick-lots -> text
+        self.price = unit_text(spec.tick_size)  # ticks -> text
+        self.qty = unit_text(spec.step_size)  # lots -> text
+        self.quote = unit_text(spec.tick_size * spec.step_size)  # tick-lots -> text
         self.last = MinuteSeries(LAST_LAYOUT, minutes, traded=True)
         self.mark = MinuteSeries(PRICE_LAYOUT, minutes)  # CARRIED: open interest (lots)
         self.index = MinuteSeries(PRICE_LAYOUT, minutes)
@@ -566,42 +534,19 @@ class MarketHistory:
         return out
 
 
-PRICE_UPDATES_PER_MINUTE: Final = 60  # the count of a history minute of a price series
-
-
 def _lay_history(market: _Market, history: MinuteHistory, end_minute: int) -> None:
-    """The history's candles on the minutes before `end_minute`, in each series' layout, and
-    its funding settlements (`backfill.FundingRows`) at their times before it: the first
-    rows of the funding history, before any the engine settles (they are later)."""
+    """The history's candles on the minutes before `end_minute`, and its funding settlements
+    (`backfill.FundingRows`) at their times before it: the first rows of the funding
+    history, before any the engine settles (they are later)."""
     if history.funding is not None:
         market.funding.extend(history.funding.rows(end_minute * NS_PER_MINUTE))
-    n = len(history)
-    count = history.count
-    traded = count > 0
-    # A minute without trades is flat at the close before it (a row of the live series).
-    last_traded = np.maximum.accumulate(np.where(traded, np.arange(n), -1))
-    closes = history.last[:, 3]
-    carried_close = np.where(last_traded >= 0, closes[np.maximum(last_traded, 0)], closes)
-    ohlc = np.where(traded[:, None], history.last, carried_close[:, None])
-    rows: I64 = np.empty((n, len(LAST_LAYOUT)), dtype=np.int64)
-    rows[:, OPEN : CLOSE + 1] = ohlc
-    rows[:, COUNT] = count
-    rows[:, VOLUME] = np.where(traded, history.volume_lots, 0)
-    rows[:, QUOTE] = np.where(traded, history.quote, 0)
-    rows[:, TAKER_VOLUME] = np.where(traded, history.taker_volume_lots, 0)
-    rows[:, TAKER_QUOTE] = np.where(traded, history.taker_quote, 0)
-    rows[:, FIRST_ID] = NO_FIRST_ID  # no trade ids: the engine's begin at the server's start
-    rows[:, LAST_ID] = NO_LAST_ID
-    market.last.backfill(rows, end_minute)
+    market.last.backfill(last_rows(history), end_minute)
     for series, values in (
         (market.mark, history.mark),
         (market.index, history.index),
         (market.premium, history.premium),
     ):
-        price_rows: I64 = np.zeros((n, len(PRICE_LAYOUT)), dtype=np.int64)
-        price_rows[:, OPEN : CLOSE + 1] = values
-        price_rows[:, COUNT] = PRICE_UPDATES_PER_MINUTE
-        series.backfill(price_rows, end_minute)
+        series.backfill(price_rows(values), end_minute)
 
 
 def _kline(market: _Market, kind: str, open_ms: int, end_ms: int, r: list[int]) -> list[Any]:
@@ -641,9 +586,7 @@ def _agg_ms(agg: list[Any]) -> int:
 __all__ = [
     "FUNDING_CAPACITY",
     "KINDS",
-    "PREMIUM_TEXT",
     "TRADE_CAPACITY",
     "MarketHistory",
-    "UnitText",
     "premium_e8",
 ]
